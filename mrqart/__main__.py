@@ -1,0 +1,3 @@
+from mrqart.cli import main
+
+raise SystemExit(main())
