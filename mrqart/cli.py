@@ -7,6 +7,7 @@ arguments and prints, the work lives in the modules named in each function.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="directory the scanner writes into")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s; 0.0.0.0 for another machine)")
     p.add_argument("--port", type=int, default=8080, help="port for HTTP and WebSocket (default: %(default)s)")
+    p.add_argument("--rules", type=Path, default=None, help="TOML file overriding the comparison rules")
+    p.add_argument("--no-catch-up", action="store_true",
+                   help="do not deliver files already in today's session directories at start")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_db(p)
     p.set_defaults(func=cmd_run)
 
@@ -71,7 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    import trio
+
+    from mrqart import service
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for d in args.dirs:
+        if not d.is_dir():
+            print(f"mrqart: {d} is not a directory (give the directory the scanner writes into)",
+                  file=sys.stderr)
+            return 2
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    config = service.Config(
+        roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
+        rules=args.rules, catch_up=not args.no_catch_up,
+    )
+    try:
+        trio.run(service.main, config)
+    except (Exception, BaseExceptionGroup) as error:  # noqa: BLE001 - the one clear line
+        cause = _first_leaf(error)
+        logging.getLogger("mrqart").debug("traceback", exc_info=error)
+        logging.getLogger("mrqart").critical("mrqart stopped: %s: %s", type(cause).__name__, cause)
+        return 1
+    return 0
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -1,0 +1,332 @@
+"""The pipeline and the root nursery.
+
+    watcher ─FileReady─► session task ─Message─► hub ─► browsers (/ws)
+                              │
+                              └─► store (worker thread, one at a time)
+
+:class:`Pipeline` is written once and started by both entry points: :func:`run_service`
+(``python -m mrqart DIR``: one nursery supervises the pipeline and hypercorn on one port)
+and :func:`app_from_env` (``hypercorn --worker-class trio 'mrqart.service:app_from_env()'``:
+the app's lifespan starts the pipeline in the app's nursery). If any task fails, its
+nursery cancels the rest and the error propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from quart_trio import QuartTrio
+
+from mrqart.check import DEFAULT_RULES, check, load_rules
+from mrqart.dicom import Unreadable, read_header
+from mrqart.hub import Hub, Message
+from mrqart.session import Known, SessionState
+from mrqart.store import Store
+from mrqart.watcher import FileReady, Watcher
+from mrqart.web import MAX_WS_MESSAGE, STATIC_DIR, create_app
+
+log = logging.getLogger("mrqart")
+T = TypeVar("T")
+
+#: Files the watcher may get ahead of the session task. Small on purpose: the kernel
+#: queue absorbs bursts and an overflow triggers a rescan, so nothing is lost by blocking.
+FILE_BUFFER = 256
+#: Messages the session task may get ahead of the hub; the hub never blocks, so this
+#: only smooths scheduling.
+MESSAGE_BUFFER = 256
+#: How often changed file counts are written to the store (and once more at shutdown).
+FLUSH_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one mrqart process needs to know."""
+
+    roots: tuple[Path, ...]
+    db: Path | str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    rules: Path | None = None
+    pattern: str | None = None
+    static_dir: Path = STATIC_DIR
+    #: Deliver files of today's session directories found at start (catch up after a restart).
+    catch_up: bool = True
+    flush_seconds: float = FLUSH_SECONDS
+
+
+def _made_today(directory: str) -> bool:
+    """Catch-up policy: a session directory modified today may hold files we missed."""
+    try:
+        return date.fromtimestamp(os.stat(directory).st_mtime) == date.today()
+    except FileNotFoundError:
+        return False
+
+
+@dataclass
+class Pipeline:
+    """Watcher, session task, hub and store of one process, wired together.
+
+    The web routes read ``state`` and subscribe to ``hub``; ``run`` owns the rest.
+    """
+
+    config: Config
+    source: Any = None  # an inotify event source; None for the real kernel one
+    state: SessionState = field(default_factory=SessionState)
+    hub: Hub = field(default_factory=Hub)
+
+    def __post_init__(self) -> None:
+        self.rules = load_rules(self.config.rules) if self.config.rules else DEFAULT_RULES
+        self.watcher = Watcher(
+            [str(r) for r in self.config.roots], source=self.source,
+            pattern=self.config.pattern,
+            catch_up=_made_today if self.config.catch_up else None,
+        )
+        self.store: Store | None = None
+        self._sqlite = trio.CapacityLimiter(1)  # sqlite: one writer, one thread at a time
+        self._readers = trio.CapacityLimiter(1)  # the session task reads one header at a time
+        self._store_failing = False
+        self.files_seen = 0
+        self.unreadable = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. Started once the watches are in place and today's state is back.
+
+        Owns the store (closed on exit) and both channels; backpressure is blocking
+        sends from the watcher down, the hub never blocks on a browser.
+        """
+        self.store = await trio.to_thread.run_sync(Store, self.config.db, limiter=self._sqlite)
+        try:
+            await self._restore_today()
+            files_send, files_receive = trio.open_memory_channel[FileReady](FILE_BUFFER)
+            messages_send, messages_receive = trio.open_memory_channel[Message](MESSAGE_BUFFER)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.hub.run, messages_receive, name="hub")
+                nursery.start_soon(self._session_task, files_receive, messages_send, name="session")
+                nursery.start_soon(self._flush_task, name="flush")
+                await nursery.start(self.watcher.run, files_send, name="watcher")
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._flush()
+                await trio.to_thread.run_sync(self.store.close, limiter=self._sqlite)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "files_seen": self.files_seen,
+            "unreadable": self.unreadable,
+            "store_ok": not self._store_failing,
+            "hub": asdict(self.hub.statistics()),
+            "watcher": _as_dict(self.watcher.statistics()),
+        }
+
+    # -- the session task -------------------------------------------------------
+    async def _session_task(
+        self,
+        files: trio.MemoryReceiveChannel[FileReady],
+        messages: trio.MemorySendChannel[Message],
+    ) -> None:
+        """Turn each ready file into a "new" or "update" message, in arrival order.
+
+        Owns both channel ends; ends when the watcher closes its end or on cancellation.
+        Reads a header only for a file the name cannot place (the first of a series).
+        """
+        async with files, messages:
+            async for ready in files:
+                self.files_seen += 1
+                message = await self._on_file(ready.path)
+                if message is not None:
+                    await messages.send(message)
+
+    async def _on_file(self, path: str) -> Message | None:
+        route = self.state.route(path)
+        if isinstance(route, Known):
+            return self._count(route.key, path)
+        header = await trio.to_thread.run_sync(read_header, path, limiter=self._readers)
+        if isinstance(header, Unreadable):
+            self.unreadable += 1
+            log.warning("unreadable file %s: %s", header.path, header.reason)
+            return Message(None, "unreadable", {"path": header.path, "reason": header.reason})
+        key = self.state.key_for(path, header)
+        if self.state.knows(key):
+            return self._count(key, path)
+        template = await self._store_call(
+            _template_of, header, default=None
+        )
+        result = check(header, template, self.rules, live=True)
+        series = self.state.add_series(key, header, result, path, time.time())
+        await self._store_call(lambda s: s.record_series(header, n_files=1, source="live"))
+        return Message(series.station, "new", result, series=key)
+
+    def _count(self, key: str, path: str) -> Message | None:
+        n = self.state.add_file(key, path, time.time())
+        if n is None:
+            return None
+        return Message(self.state.get(key).station, "update", n, series=key)
+
+    # -- the store ----------------------------------------------------------------
+    async def _restore_today(self) -> None:
+        """Bring back today's series (verdicts and counts) recorded by an earlier run."""
+        today = date.today().strftime("%Y%m%d")
+        rows = await self._store_call(lambda s: s.series_on(today), default=[])
+        results = []
+        for row in rows:
+            template = await self._store_call(_template_of, row["header"], default=None)
+            results.append(check(row["header"], template, self.rules, live=True))
+        self.state.restore(rows, results)
+        if rows:
+            log.info("restored %d series recorded today", len(rows))
+
+    async def _flush_task(self) -> None:
+        """Write changed file counts to the store every few seconds; cancelled with the pipeline."""
+        while True:
+            await trio.sleep(self.config.flush_seconds)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        dirty = self.state.take_dirty()
+        if not dirty or self.store is None:
+            return
+
+        def write(store: Store) -> None:
+            for series in dirty:
+                store.record_series(series.result["input"], n_files=series.n_files, source="live")
+
+        await self._store_call(write)
+
+    async def _store_call(self, fn: Callable[[Store], T], *args: Any, default: T | None = None) -> T | None:
+        """Run ``fn(store, *args)`` in the sqlite thread.
+
+        A failing store (read-only file, full disk) must not stop verdicts: the error is
+        logged once when it starts and once when it clears, and ``default`` stands in.
+        """
+        assert self.store is not None
+        try:
+            value = await trio.to_thread.run_sync(fn, self.store, *args, limiter=self._sqlite)
+        except (sqlite3.Error, OSError) as error:
+            if not self._store_failing:
+                log.error("database %s failing, verdicts go on without it: %s", self.config.db, error)
+                self._store_failing = True
+            return default
+        if self._store_failing:
+            log.warning("database %s writable again", self.config.db)
+            self._store_failing = False
+        return value
+
+
+def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
+    return store.template(str(header.get("Project")), str(header.get("SequenceName")))
+
+
+def _as_dict(stats: Any) -> dict[str, Any]:
+    return asdict(stats) if hasattr(stats, "__dataclass_fields__") else dict(vars(stats))
+
+
+def _build_app(pipeline: Pipeline) -> QuartTrio:
+    return create_app(
+        pipeline.state, pipeline.hub, static_dir=pipeline.config.static_dir, health=pipeline.health
+    )
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"{config.host}:{config.port}"]
+    hc.graceful_timeout = 1.0  # SIGTERM: browsers get their close within a second
+    hc.websocket_max_message_size = MAX_WS_MESSAGE
+    hc.accesslog = None
+    return hc
+
+
+async def run_service(
+    config: Config,
+    *,
+    stop: trio.Event | None = None,
+    source: Any = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the pipeline and the web server on one port until ``stop`` is set.
+
+    ``task_status.started(url)`` gives the bound URL (port 0 works). On ``stop`` every
+    browser gets a normal close, hypercorn drains, then the pipeline is cancelled
+    (flushing file counts to the store). A failing task cancels everything and raises.
+    """
+    stop = stop or trio.Event()
+    pipeline = Pipeline(config, source=source)
+    app = _build_app(pipeline)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        pipeline.hub.close_all()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pipeline.run, name="pipeline")
+        async with trio.open_nursery() as web:
+            binds = await web.start(
+                partial(serve, app, hypercorn_config(config), shutdown_trigger=shutdown_trigger),
+                name="web",
+            )
+            task_status.started(binds[0])
+        # hypercorn returned: stop was set and its connections are closed.
+        nursery.cancel_scope.cancel()
+
+
+async def main(config: Config) -> None:
+    """``mrqart run``: the service until SIGINT or SIGTERM."""
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def wait_signal() -> None:
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    stop.set()
+                    return
+
+            nursery.start_soon(wait_signal)
+            url = await nursery.start(partial(run_service, config, stop=stop))
+            log.info("watching %s", ", ".join(str(r) for r in config.roots))
+            print(f"mrqart: open {url}", flush=True)
+            await stop.wait()
+
+
+def app_from_env() -> QuartTrio:
+    """The app for ``hypercorn --worker-class trio 'mrqart.service:app_from_env()'``.
+
+    Configured by MRQART_WATCH (directories, separated by ':'), MRQART_DB and
+    MRQART_RULES; the app's lifespan starts the same pipeline in the app's nursery.
+    """
+    from mrqart.cli import default_db
+
+    watch = os.environ.get("MRQART_WATCH")
+    if not watch:
+        raise RuntimeError("set MRQART_WATCH to the directories to watch (separated by ':')")
+    rules = os.environ.get("MRQART_RULES")
+    config = Config(
+        roots=tuple(Path(p) for p in watch.split(":") if p),
+        db=default_db(),
+        rules=Path(rules) if rules else None,
+    )
+    pipeline = Pipeline(config)
+    app = _build_app(pipeline)
+
+    @app.before_serving
+    async def start_pipeline() -> None:
+        await app.nursery.start(pipeline.run)
+
+    @app.after_serving
+    async def close_browsers() -> None:
+        pipeline.hub.close_all()
+
+    return app

@@ -1,0 +1,68 @@
+"""The hub's fan-out and its drop policy."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import trio.testing
+
+from mrqart.hub import Hub, Message
+
+
+def test_message_wire_shape() -> None:
+    assert json.loads(Message("AWP1", "update", 3, series="1.2:4").to_json()) == {
+        "station": "AWP1", "type": "update", "content": 3, "series": "1.2:4",
+    }
+    assert "series" not in json.loads(Message(None, "unreadable", {"path": "x"}).to_json())
+
+
+async def test_every_subscriber_gets_every_message() -> None:
+    hub = Hub()
+    got: dict[int, list[str]] = {0: [], 1: []}
+
+    async def browser(i: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with hub.subscribe() as rx:
+            task_status.started()
+            async for text in rx:
+                got[i].append(json.loads(text)["content"])
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for i in got:
+                await nursery.start(browser, i)
+            for n in range(3):
+                hub.publish(Message("S", "update", n))
+            hub.close_all()
+    assert got == {0: [0, 1, 2], 1: [0, 1, 2]}
+    assert hub.statistics().subscribers == 0
+
+
+async def test_a_browser_that_stops_reading_is_dropped_not_waited_for() -> None:
+    hub = Hub(buffer=4)
+    fast: list[int] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def slow(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                async with hub.subscribe() as rx:
+                    task_status.started()
+                    await trio.sleep_forever()  # never reads
+                    del rx
+
+            async def quick(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                async with hub.subscribe() as rx:
+                    task_status.started()
+                    async for text in rx:
+                        fast.append(json.loads(text)["content"])
+
+            await nursery.start(slow)
+            await nursery.start(quick)
+            for n in range(20):
+                hub.publish(Message("S", "update", n))
+                await trio.testing.wait_all_tasks_blocked()
+            assert hub.statistics().dropped_subscribers == 1
+            assert hub.statistics().subscribers == 1
+            hub.close_all()
+            nursery.cancel_scope.cancel()
+    assert fast == list(range(20))
