@@ -1,0 +1,69 @@
+"""Routes through Quart-Trio's test client: /state, the API, /ws, static files, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+import trio.testing
+
+from mrqart.hub import Hub, Message
+from mrqart.session import SessionState
+from mrqart.web import create_app
+
+HEADER = {"StudyUID": "1.2.3", "SeriesNumber": 7, "Station": "AWP1", "SequenceName": "rest"}
+RESULT = {"conforms": False, "errors": {"TR": {"expect": 1.3, "have": 2.0}},
+          "input": HEADER, "template": {"TR": 1.3}, "status": "nonconform"}
+
+
+@pytest.fixture
+def state() -> SessionState:
+    s = SessionState()
+    path = "/in/sess/001_000007_000001.dcm"
+    s.add_series(s.key_for(path, HEADER), HEADER, RESULT, path, now=1.0)
+    return s
+
+
+async def test_state_and_api(state: SessionState) -> None:
+    client = create_app(state, Hub()).test_client()
+    with trio.fail_after(5):
+        r = await client.get("/state")
+        assert await r.get_json() == {"AWP1": {"station": "AWP1", "content": RESULT}}
+        r = await client.get("/api/stations")
+        assert [s["station"] for s in await r.get_json()] == ["AWP1"]
+        r = await client.get("/api/stations/AWP1/series")
+        (series,) = await r.get_json()
+        assert series["series"] == "1.2.3:7" and series["n_files"] == 1
+        assert series["status"] == "nonconform"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/stations/UNKNOWN/series", 404),
+        ("/api/stations/%3Cscript%3E/series", 400),
+        ("/station/%3Cimg%3E", 400),
+        ("/static/../mrqart/web.py", 404),
+        ("/static/%2e%2e/pyproject.toml", 404),
+        ("/static/..%2fpyproject.toml", 404),
+        ("/nope", 404),
+    ],
+)
+async def test_bad_requests_get_clear_4xx(state: SessionState, path: str, status: int) -> None:
+    client = create_app(state, Hub()).test_client()
+    with trio.fail_after(5):
+        r = await client.get(path)
+    assert r.status_code == status
+
+
+async def test_ws_relays_hub_messages_and_ignores_garbage(state: SessionState) -> None:
+    hub = Hub()
+    client = create_app(state, hub).test_client()
+    with trio.fail_after(5):
+        async with client.websocket("/ws") as ws:
+            await ws.send("garbage \x00 that the server must ignore")
+            await trio.testing.wait_all_tasks_blocked()
+            hub.publish(Message("AWP1", "update", 2, series="1.2.3:7"))
+            got = json.loads(await ws.receive())
+    assert got == {"station": "AWP1", "type": "update", "content": 2, "series": "1.2.3:7"}
