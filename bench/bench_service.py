@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -29,9 +28,9 @@ import trio
 from trio_websocket import open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results import record  # noqa: E402
+from results import record
 
-from mrqart import synth  # noqa: E402
+from mrqart import synth
 
 SESSION = "20261124.BENCH.26.11.24_10_00_00_DST_1.2.3"
 
@@ -88,57 +87,46 @@ async def run_case(url: str, directory: Path, series: int, blob: bytes, n: int,
     }
 
 
-async def bench(quick: bool) -> list[str]:
+def start_service(root: Path, db: Path) -> tuple[subprocess.Popen[str], str]:
+    """``python -m mrqart run`` on a free port; returns the process and its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mrqart", "run", str(root), "--port", str(port),
+         "--db", str(db), "--no-catch-up"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("mrqart: open "):
+            return proc, line.split()[-1]
+    raise SystemExit("the service did not start")
+
+
+async def bench(url: str, session: Path, blob: bytes, quick: bool) -> list[str]:
     lines: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "scanner"
-        session = root / SESSION
-        session.mkdir(parents=True)
-        sample = Path(tmp) / "sample.dcm"
-        synth.write_dicom(sample)
-        blob = sample.read_bytes()
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mrqart", "run", str(root), "--port", str(port),
-             "--db", str(Path(tmp) / "db.sqlite"), "--no-catch-up"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    series = 1
+    for rate, seconds in ((100, 3 if quick else 10), (1000, 2 if quick else 5)):
+        series += 1
+        n = int(rate * seconds)
+        r = await run_case(url, session, series, blob, n, rate, 30)
+        lines.append(
+            f"latency at {rate:,} files/s ({n:,} files): p50 {r['p50']:.2f} ms, "
+            f"p99 {r['p99']:.2f} ms, counted {int(r['counted']):,}/{n:,}"
         )
-        try:
-            url = ""
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith("mrqart: open "):
-                    url = line.split()[-1]
-                    break
-            if not url:
-                raise SystemExit("the service did not start")
-            series = 1
-            for rate, seconds in ((100, 3 if quick else 10), (1000, 2 if quick else 5)):
-                series += 1
-                r = await run_case(url, session, series, blob, int(rate * seconds), rate, 30)
-                lines.append(
-                    f"latency at {rate:,} files/s ({int(rate * seconds):,} files): "
-                    f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
-                    f"counted {int(r['counted']):,}/{int(rate * seconds):,}"
-                )
-            best = 0.0
-            for rate in (2000, 5000, 10000, None):
-                series += 1
-                n = 10_000 if not quick else 4000
-                r = await run_case(url, session, series, blob, n, rate, 60)
-                ok = int(r["counted"]) == n
-                label = f"{rate:,} files/s" if rate else "unpaced"
-                lines.append(
-                    f"sustained {label}: written at {r['write_rate']:,.0f} files/s, "
-                    f"delivered at {r['delivered_rate']:,.0f} files/s, "
-                    f"counted {int(r['counted']):,}/{n:,}, p99 {r['p99']:.1f} ms"
-                )
-                if ok:
-                    best = max(best, min(r["write_rate"], r["delivered_rate"]))
-            lines.append(f"highest sustained rate with every file counted: {best:,.0f} files/s")
-        finally:
-            proc.terminate()
-            proc.wait(5)
+    best = 0.0
+    for rate in (2000, 5000, 10000, None):
+        series += 1
+        n = 4000 if quick else 10_000
+        r = await run_case(url, session, series, blob, n, rate, 60)
+        label = f"{rate:,} files/s" if rate else "unpaced"
+        lines.append(
+            f"sustained {label}: written at {r['write_rate']:,.0f} files/s, "
+            f"delivered at {r['delivered_rate']:,.0f} files/s, "
+            f"counted {int(r['counted']):,}/{n:,}, p99 {r['p99']:.1f} ms"
+        )
+        if int(r["counted"]) == n:
+            best = max(best, min(r["write_rate"], r["delivered_rate"]))
+    lines.append(f"highest sustained rate with every file counted: {best:,.0f} files/s")
     return lines
 
 
@@ -146,8 +134,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     args = parser.parse_args()
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    record("live service (bench_service.py)", trio.run(bench, args.quick))
+    with tempfile.TemporaryDirectory() as tmp:
+        session = Path(tmp) / "scanner" / SESSION
+        session.mkdir(parents=True)
+        synth.write_dicom(Path(tmp) / "sample.dcm")
+        blob = (Path(tmp) / "sample.dcm").read_bytes()
+        proc, url = start_service(Path(tmp) / "scanner", Path(tmp) / "db.sqlite")
+        try:
+            lines = trio.run(bench, url, session, blob, args.quick)
+        finally:
+            proc.terminate()
+            proc.wait(5)
+    record("live service (bench_service.py)", lines)
 
 
 if __name__ == "__main__":

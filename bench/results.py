@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -35,9 +35,9 @@ def record(section: str, lines: list[str]) -> None:
     """Print ``lines`` and replace the ``## section`` of RESULTS.md with them."""
     for line in lines:
         print(line)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = f"## {section}\n\n_{stamp}; {machine()}_\n\n" + "".join(f"- {ln}\n" for ln in lines)
     text = RESULTS.read_text() if RESULTS.exists() else HEAD
-    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text + "\n" + body
     RESULTS.write_text(text)

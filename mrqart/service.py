@@ -246,6 +246,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.graceful_timeout = 1.0  # SIGTERM: browsers get their close within a second
     hc.websocket_max_message_size = MAX_WS_MESSAGE
     hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # into our log, once
     return hc
 
 
@@ -262,7 +263,8 @@ async def run_service(
     browser gets a normal close, hypercorn drains, then the pipeline is cancelled
     (flushing file counts to the store). A failing task cancels everything and raises.
     """
-    stop = stop or trio.Event()
+    if stop is None:
+        stop = trio.Event()
     pipeline = Pipeline(config, source=source)
     app = _build_app(pipeline)
 
