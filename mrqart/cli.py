@@ -7,12 +7,23 @@ arguments and prints, the work lives in the modules named in each function.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from mrqart.synth import PROTOCOL
+
+if TYPE_CHECKING:
+    from mrqart.store import Store
 
 SUBCOMMANDS = ("run", "simulate", "import", "check", "templates")
+#: The series names of the simulated protocol, for --help and --wrong.
+SIMULATED_SERIES = tuple(series["name"] for series in PROTOCOL)
 
 
 def default_db() -> Path:
@@ -52,26 +63,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     # --- simulate: the synthetic scanner (owner: synth) ----------------------
-    p = sub.add_parser("simulate", help="write a realistic synthetic session into DIR (demo, tests, benchmarks)")
-    p.add_argument("dir", type=Path, metavar="DIR")
+    p = sub.add_parser(
+        "simulate", help="write a realistic synthetic session into DIR (demo, tests, benchmarks)",
+        description="A synthetic Siemens scanner: writes sessions of Siemens-like DICOM files "
+        "(CSA header, ASCCONV protocol, scanner file names, multi-echo interleaved) into DIR, "
+        "in bursts, at about --rate files/s.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="the directory mrqart watches")
+    p.add_argument("--rate", type=float, default=300.0,
+                   help="files per second, written in bursts (default: %(default)s; 0: as fast as possible)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every series' file count (default: %(default)s; 0.1 for a quick demo)")
+    p.add_argument("--wrong", action="append", default=[], metavar="SERIES:PARAM=VALUE",
+                   help="give a series a wrong parameter, e.g. rest:TR=2000 (repeatable); "
+                   "series: " + ", ".join(SIMULATED_SERIES))
+    p.add_argument("--sessions", type=int, default=1, help="sessions to write, one after another")
+    p.add_argument("--subject", default="MRQART_test_sub01", help="PatientName of the sessions")
     p.set_defaults(func=cmd_simulate)
 
     # --- import / check / templates (owner: store, check) --------------------
-    p = sub.add_parser("import", help="learn templates from archived DICOM directories")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p = sub.add_parser(
+        "import", help="learn templates from archived DICOM directories",
+        description="Walk PATHs recursively, read one header per series (per echo), and "
+        "record each series in the database with source 'import'. Series already recorded "
+        "(same StudyUID and series number) are skipped, so a re-run adds nothing. Uses one "
+        "process per core; shows progress on stderr when it is a terminal.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="archive directory (walked recursively) or DICOM file")
     _add_db(p)
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("check", help="check DICOM files against the templates; exit 1 if any does not conform")
+    p = sub.add_parser(
+        "check", help="check DICOM files against the templates; exit 1 if any does not conform",
+        description="Compare each FILE with the template of its Project x SequenceName.",
+        epilog="exit status: 0 every file conforms or has no template yet; 1 at least one file "
+        "does not conform; 2 no file is nonconforming but at least one could not be read.",
+    )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one verdict per file")
+    p.add_argument("--rules", type=Path, default=None,
+                   help="TOML file overriding the comparison rules")
     _add_db(p)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("templates", help="list templates, or pin one")
+    p = sub.add_parser(
+        "templates", help="list templates, or pin one",
+        description="Without ACTION, list the template of every Project x SequenceName: the "
+        "parameter set most series used (ties: the most recent), unless an operator pinned one.",
+    )
     _add_db(p)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_templates)
+    p.set_defaults(func=cmd_templates, action=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    for name, help_ in (
+        ("sets", "list every parameter set of PROJECT SEQUENCE with its ID and count"),
+        ("pin", "make one parameter set the template of PROJECT SEQUENCE, whatever the counts"),
+        ("unpin", "go back to the most frequent parameter set"),
+    ):
+        a = actions.add_parser(name, help=help_, description=help_)
+        a.add_argument("project", metavar="PROJECT", help="(0008,1030) StudyDescription")
+        a.add_argument("sequence", metavar="SEQUENCE", help="(0008,103E) SeriesDescription")
+        # SUPPRESS: given before the action, the option keeps its value.
+        a.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        a.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
+        if name == "pin":
+            src = a.add_mutually_exclusive_group(required=True)
+            src.add_argument("--set", type=int, dest="set_id", metavar="ID",
+                             help="a parameter set ID from 'mrqart templates sets'")
+            src.add_argument("--from-file", type=Path, metavar="DICOM",
+                             help="the parameters of this DICOM file")
     return parser
 
 
@@ -96,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     try:
         trio.run(service.main, config)
-    except (Exception, BaseExceptionGroup) as error:  # noqa: BLE001 - the one clear line
+    except (Exception, BaseExceptionGroup) as error:
         cause = _first_leaf(error)
         logging.getLogger("mrqart").debug("traceback", exc_info=error)
         logging.getLogger("mrqart").critical("mrqart stopped: %s: %s", type(cause).__name__, cause)
@@ -110,20 +172,195 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
+def parse_wrong(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["rest:TR=2000"]`` -> ``{"rest": {"TR": 2000.0}}``; numbers become floats."""
+    wrong: dict[str, dict[str, Any]] = {}
+    for item in items:
+        series, sep, assignment = item.partition(":")
+        param, eq, value = assignment.partition("=")
+        if not (sep and eq and series and param):
+            raise ValueError(f"--wrong {item!r}: expected SERIES:PARAM=VALUE, e.g. rest:TR=2000")
+        try:
+            parsed: Any = float(value)
+        except ValueError:
+            parsed = value
+        wrong.setdefault(series, {})[param] = parsed
+    return wrong
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from mrqart import synth
+
+    try:
+        wrong = parse_wrong(args.wrong)
+    except ValueError as error:
+        print(f"mrqart simulate: {error}", file=sys.stderr)
+        return 2
+    if unknown := set(wrong) - set(SIMULATED_SERIES):
+        print(f"mrqart simulate: no series {sorted(unknown)}; the protocol has "
+              f"{', '.join(SIMULATED_SERIES)}", file=sys.stderr)
+        return 2
+    if not args.dir.is_dir():
+        print(f"mrqart simulate: {args.dir} is not a directory", file=sys.stderr)
+        return 2
+    for n in range(args.sessions):
+        progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+        session = synth.write_session(
+            args.dir, wrong=wrong, scale=args.scale, rate=args.rate or None,
+            subject=args.subject, progress=(lambda _p, i, total: progress(i, total)) if progress else None,
+        )
+        if progress:
+            progress.close()
+        print(f"session {n + 1}/{args.sessions} written: {session}")
+    return 0
+
+
+def _open_store(db: Path) -> Store:
+    from mrqart.store import Store
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return Store(db)
+
+
+class _Progress:
+    """A one-line progress bar with files/s, redrawn at most 10 times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+        self.last = -math.inf  # the first call draws
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        width = 30
+        filled = width * done // max(total, 1)
+        rate = done / max(now - self.start, 1e-9)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
+                          f"{done}/{total} files  {rate:,.0f} files/s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from mrqart.importer import import_paths
+
+    if missing := [p for p in args.paths if not p.exists()]:
+        print(f"mrqart import: {missing[0]}: no such file or directory", file=sys.stderr)
+        return 2
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    with _open_store(args.db) as store:
+        report = import_paths(args.paths, store, progress=progress)
+    if progress:
+        progress.close()
+    rate = report.n_files / max(report.seconds, 1e-9)
+    print(f"{report.n_files} files in {report.seconds:.1f} s ({rate:,.0f} files/s)",
+          file=sys.stderr)
+    print(f"{report.added} series added, {report.skipped} already recorded (skipped), "
+          f"{len(report.unreadable)} unreadable files")
+    shown = 20  # enough to see the pattern; the rest are usually the same reason
+    for bad in report.unreadable[:shown]:
+        print(f"  {bad.path}: {bad.reason}")
+    if len(report.unreadable) > shown:
+        print(f"  ... and {len(report.unreadable) - shown} more")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    import tomllib
+
+    from mrqart.check import DEFAULT_RULES, check, describe, load_rules
+    from mrqart.dicom import Unreadable, read_header
+
+    try:
+        rules = load_rules(args.rules) if args.rules else DEFAULT_RULES
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
+        print(f"mrqart check: rules: {e}", file=sys.stderr)
+        return 2
+    verdicts: list[dict[str, Any]] = []
+    with _open_store(args.db) as store:
+        for path in args.files:
+            header = read_header(path)
+            if isinstance(header, Unreadable):
+                verdicts.append(
+                    {"path": str(path), "status": "unreadable", "reason": header.reason}
+                )
+            else:
+                template = store.template(str(header["Project"]), str(header["SequenceName"]))
+                verdicts.append({"path": str(path), **check(header, template, rules)})
+    if args.json:
+        print(json.dumps(verdicts, indent=2))
+    for v in verdicts if not args.json else ():
+        if v["status"] == "unreadable":
+            print(f"{v['path']}: unreadable: {v['reason']}")
+            continue
+        name = f"{v['input']['Project']} / {v['input']['SequenceName']}"
+        print(f"{v['path']}: {v['status'].replace('_', ' ')} ({name})")
+        for sentence in describe(v["errors"]):
+            print(f"    {sentence}")
+    statuses = {v["status"] for v in verdicts}
+    return 1 if "nonconform" in statuses else 2 if "unreadable" in statuses else 0
+
+
+_SHOWN_PARAMS = ("TR", "TE", "FA", "Matrix", "PixelResol", "iPAT")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _sets_table(sets: list[dict[str, Any]], *, names: bool) -> str:
+    from mrqart.check import fmt
+
+    head = ["ID", "SERIES", "PINNED", *(["PROJECT", "SEQUENCE"] if names else []),
+            *_SHOWN_PARAMS, "LAST SEEN"]
+    return _table([head] + [
+        [str(s["id"]), str(s["count"]), "pinned" if s["pinned"] else "",
+         *([s["project"], s["sequence_name"]] if names else []),
+         *(fmt(s["params"][p]) for p in _SHOWN_PARAMS), s["last_seen"] or ""]
+        for s in sets
+    ])
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from mrqart.dicom import Unreadable, read_header
+
+    with _open_store(args.db) as store:
+        if args.action in (None, "sets"):
+            sets = (store.templates() if args.action is None
+                    else store.param_sets(args.project, args.sequence))
+            if args.json:
+                print(json.dumps(sets, indent=2))
+            elif sets:
+                print(_sets_table(sets, names=args.action is None))
+            else:
+                print("no templates yet: 'mrqart import ARCHIVE' learns them"
+                      if args.action is None else
+                      f"no parameter sets for {args.project} / {args.sequence}")
+            return 0
+        if args.action == "unpin":
+            had = store.unpin(args.project, args.sequence)
+            print(f"unpinned {args.project} / {args.sequence}" if had
+                  else f"{args.project} / {args.sequence} was not pinned")
+            return 0
+        header = None
+        if args.from_file is not None:
+            header = read_header(args.from_file)
+            if isinstance(header, Unreadable):
+                print(f"mrqart templates pin: {header.path}: {header.reason}", file=sys.stderr)
+                return 2
+        try:
+            set_id = store.pin(args.project, args.sequence, set_id=args.set_id, header=header)
+        except (LookupError, ValueError) as e:
+            print(f"mrqart templates pin: {e}", file=sys.stderr)
+            return 2
+        print(f"pinned parameter set {set_id} as the template of {args.project} / {args.sequence}")
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
