@@ -207,7 +207,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
         session = synth.write_session(
             args.dir, wrong=wrong, scale=args.scale, rate=args.rate or None,
-            subject=args.subject, progress=(lambda _p, i, total: progress(i, total)) if progress else None,
+            subject=args.subject, progress=(lambda _p, i, total, bar=progress: bar(i, total)) if progress else None,
         )
         if progress:
             progress.close()
