@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from mrqart.protocol import (
-    Checklist, Expected, Protocol, learn_protocol, looks_finished,
+    Checklist,
+    Expected,
+    Protocol,
+    learn_protocol,
+    looks_finished,
 )
 
 USUAL = [("localizer", 3), ("T1w", 192), ("fmap", 72), ("fmap", 72), ("rest", 300)]
