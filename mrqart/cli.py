@@ -7,12 +7,14 @@ arguments and prints, the work lives in the modules named in each function.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -110,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "templates", help="list templates, or pin one",
         description="Without ACTION, list the template of every Project x SequenceName: the "
-        "parameter set most series used (ties: the most recent), unless an operator pinned one.",
+        "parameter set most series used (ties: the most recent), unless an operator pinned one. "
+        "--db and --json may also follow the ACTION.",
     )
     _add_db(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -215,6 +218,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+Command = Callable[[argparse.Namespace], int]
+
+
+def _database_errors(cmd: Command) -> Command:
+    """Turn a database error (locked, read-only, disk full, newer schema) into one
+    clear line and exit status 1 instead of a traceback."""
+
+    @functools.wraps(cmd)
+    def wrapper(args: argparse.Namespace) -> int:
+        import sqlite3
+
+        from mrqart.store import NewerSchemaError
+
+        try:
+            return cmd(args)
+        except (sqlite3.Error, NewerSchemaError) as e:
+            notes = "; ".join(getattr(e, "__notes__", []))
+            print(f"mrqart {args.command}: {e}" + (f" ({notes})" if notes else ""),
+                  file=sys.stderr)
+            return 1
+
+    return wrapper
+
+
 def _open_store(db: Path) -> Store:
     from mrqart.store import Store
 
@@ -246,6 +273,7 @@ class _Progress:
         self.stream.write("\n")
 
 
+@_database_errors
 def cmd_import(args: argparse.Namespace) -> int:
     from mrqart.importer import import_paths
 
@@ -254,7 +282,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     with _open_store(args.db) as store:
-        report = import_paths(args.paths, store, progress=progress)
+        try:
+            report = import_paths(args.paths, store, progress=progress)
+        except KeyboardInterrupt:
+            print("\nmrqart import: interrupted; the series recorded so far are kept, "
+                  "run it again to import the rest", file=sys.stderr)
+            return 130
     if progress:
         progress.close()
     rate = report.n_files / max(report.seconds, 1e-9)
@@ -270,6 +303,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+@_database_errors
 def cmd_check(args: argparse.Namespace) -> int:
     import tomllib
 
@@ -294,14 +328,15 @@ def cmd_check(args: argparse.Namespace) -> int:
                 verdicts.append({"path": str(path), **check(header, template, rules)})
     if args.json:
         print(json.dumps(verdicts, indent=2))
-    for v in verdicts if not args.json else ():
-        if v["status"] == "unreadable":
-            print(f"{v['path']}: unreadable: {v['reason']}")
-            continue
-        name = f"{v['input']['Project']} / {v['input']['SequenceName']}"
-        print(f"{v['path']}: {v['status'].replace('_', ' ')} ({name})")
-        for sentence in describe(v["errors"]):
-            print(f"    {sentence}")
+    else:
+        for v in verdicts:
+            if v["status"] == "unreadable":
+                print(f"{v['path']}: unreadable: {v['reason']}")
+                continue
+            name = f"{v['input']['Project']} / {v['input']['SequenceName']}"
+            print(f"{v['path']}: {v['status'].replace('_', ' ')} ({name})")
+            for sentence in describe(v["errors"]):
+                print(f"    {sentence}")
     statuses = {v["status"] for v in verdicts}
     return 1 if "nonconform" in statuses else 2 if "unreadable" in statuses else 0
 
@@ -322,11 +357,12 @@ def _sets_table(sets: list[dict[str, Any]], *, names: bool) -> str:
     return _table([head] + [
         [str(s["id"]), str(s["count"]), "pinned" if s["pinned"] else "",
          *([s["project"], s["sequence_name"]] if names else []),
-         *(fmt(s["params"][p]) for p in _SHOWN_PARAMS), s["last_seen"] or ""]
+         *(fmt(s["params"][p], p) for p in _SHOWN_PARAMS), s["last_seen"] or ""]
         for s in sets
     ])
 
 
+@_database_errors
 def cmd_templates(args: argparse.Namespace) -> int:
     from mrqart.dicom import Unreadable, read_header
 

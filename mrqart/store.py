@@ -1,0 +1,479 @@
+"""The sqlite history: every series seen, its parameter set, and the templates.
+
+Pure (no trio). The service calls a ``Store`` from worker threads, one call at a
+time (a CapacityLimiter of 1); a lock makes that safe even if it did not.
+
+Tables:
+
+- ``param_set``: one row per distinct set of the invariant parameters
+  (``check.PARAMS``), keyed by a hash of their canonical form (what check()
+  ignores, case, white space and float noise, ignored here too), with counters.
+- ``series``: one row per (session, series number) with the bookkeeping fields
+  and the full header JSON, linked to its parameter set.
+- ``pin``: an operator's choice of template for a Project x SequenceName.
+
+The template of a Project x SequenceName (matched ignoring case and white
+space) is the pinned parameter set if any, else the set most series used, ties
+going to the set seen most recently (by acquisition date and time, then by
+insertion).
+
+sqlite errors propagate unchanged in type (the service decides what a read-only
+or full disk means), with a note naming the database file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from os import PathLike
+from typing import Any, ParamSpec, Self, TypeVar
+
+from .check import NULL, PARAMS, squash
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# A parameter set is stored with floats rounded to _STORED_DECIMALS (enough to
+# drop float noise, far below what check() can see). Two sets are the same set
+# when they match after what check() ignores: case, white space, and float
+# differences far below its tolerances, so live and offline exports of one
+# protocol (which round differently) count together.
+_STORED_DECIMALS = 6
+_KEY_DECIMALS = 3
+# Parameter set ids remembered by raw header values (a few hundred protocols
+# per site; the bound only guards against a pathological archive).
+_SET_CACHE_SIZE = 10_000
+
+# Each entry migrates the schema from version i to i + 1 (PRAGMA user_version):
+# the statements run in one transaction with the version bump.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE param_set (
+            id INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            project TEXT NOT NULL,
+            sequence_name TEXT NOT NULL,
+            -- the names as template() matches them (Python's casefold: sqlite's
+            -- lower() folds ASCII only, and DICOM names may be Latin-1)
+            project_key TEXT NOT NULL,
+            sequence_key TEXT NOT NULL,
+            params TEXT NOT NULL,
+            -- kept by record_series so that template() reads one row per set
+            -- instead of counting series: its series, the latest acquisition
+            -- ("YYYYMMDD HHMMSS.ffffff") and the latest series id among them
+            n_series INTEGER NOT NULL DEFAULT 0,
+            last_seen TEXT,
+            last_series INTEGER
+        )""",
+        "CREATE INDEX param_set_key ON param_set (project_key, sequence_key)",
+        """CREATE TABLE series (
+            id INTEGER PRIMARY KEY,
+            session TEXT NOT NULL,
+            series_number INTEGER NOT NULL,
+            station TEXT NOT NULL,
+            project TEXT NOT NULL,
+            sequence_name TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            acq_date TEXT NOT NULL,
+            acq_time TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            shims TEXT NOT NULL,
+            n_files INTEGER NOT NULL,
+            echo_times TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('live', 'import')),
+            header TEXT NOT NULL,
+            param_set INTEGER NOT NULL REFERENCES param_set (id),
+            UNIQUE (session, series_number)
+        )""",
+        "CREATE INDEX series_param_set ON series (param_set)",
+        "CREATE INDEX series_acq_date ON series (acq_date)",
+        """CREATE TABLE pin (
+            project_key TEXT NOT NULL,
+            sequence_key TEXT NOT NULL,
+            param_set INTEGER NOT NULL REFERENCES param_set (id),
+            PRIMARY KEY (project_key, sequence_key)
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class NewerSchemaError(RuntimeError):
+    """The database was written by a newer mrqart (its schema version is higher)."""
+
+
+def _clean(value: Any, decimals: int = _STORED_DECIMALS, fold: bool = False) -> Any:
+    """A parameter value in canonical form: floats rounded, white space collapsed,
+    and with ``fold`` case folded."""
+    # type() not isinstance(): this runs 17 times per series recorded (the importer's
+    # main process), and header values are exactly these JSON types.
+    kind = type(value)
+    if kind is float:
+        return round(value, decimals)
+    if kind is int and fold:
+        return float(value)  # 1300 and 1300.0 are one value to check() and so here
+    if kind is str:
+        value = squash(value)
+        return value.casefold() if fold else value
+    if kind is list:
+        return [_clean(v, decimals, fold) for v in value]
+    return value
+
+
+def param_set_of(header: Mapping[str, Any], echo_times: Iterable[float] = ()) -> dict[str, Any]:
+    """The invariant parameters of a header, canonical; TE is the sorted list of
+    distinct echo times when the series has more than one, else the header's TE."""
+    params = {p: _clean(header.get(p, NULL)) for p in PARAMS}
+    echoes = sorted({_clean(float(t)) for t in echo_times})
+    if len(echoes) > 1:
+        params["TE"] = echoes
+    return params
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if type(value) is list else value
+
+
+def _set_hash(params: Mapping[str, Any]) -> str:
+    """The identity of a parameter set: equal for sets that differ only in what
+    check() cannot see (see _KEY_DECIMALS)."""
+    key = {p: _clean(v, _KEY_DECIMALS, fold=True) for p, v in params.items()}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _key(project: str, sequence_name: str) -> tuple[str, str]:
+    """How a Project x SequenceName is matched: white space collapsed, case folded."""
+    return squash(project).casefold(), squash(sequence_name).casefold()
+
+
+def _noted(method: Callable[P, R]) -> Callable[P, R]:
+    """Add the database path to any sqlite3.Error a method raises, keeping its type."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as e:
+            e.add_note(f"mrqart database: {args[0].path}")  # type: ignore[attr-defined]
+            raise
+
+    return wrapper
+
+
+class Store:
+    """The series history and templates in one sqlite file (``":memory:"`` works)."""
+
+    @_noted
+    def __init__(self, path: str | PathLike[str]) -> None:
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        Raises ``NewerSchemaError`` if a newer mrqart wrote it, ``sqlite3.Error``
+        if it cannot be opened or migrated (with a note naming ``path``).
+        """
+        self.path = str(path)
+        self._lock = threading.RLock()  # re-entered by writes inside batch()
+        self._set_ids: dict[tuple[Any, ...], int] = {}  # see _set_id_of
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        # WAL lets `mrqart templates` read while the service writes; NORMAL is
+        # durable enough in WAL mode and far faster than FULL for imports.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION. The version is read inside the write
+        transaction, so two processes opening a new database do not both migrate."""
+        with self._write():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise NewerSchemaError(
+                    f"{self.path}: schema version {version} is newer than this mrqart's "
+                    f"{SCHEMA_VERSION}; upgrade mrqart"
+                )
+            for v in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[v]:
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {v + 1}")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """Hold the lock and a write transaction: a new one, or the open batch()."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.rollback()
+                self._set_ids.clear()  # it may name sets the rollback removed
+                raise
+            self._db.commit()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the writes inside one transaction (one commit instead of one each).
+
+        Other threads wait until it ends, and so do other processes' writes: keep
+        batches short (the importer commits every few dozen series). An exception
+        leaving the block rolls back every write in it.
+        """
+        with self._write():
+            yield
+
+    def close(self) -> None:
+        """Close the database; the Store is unusable afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _set_id_of(self, header: Mapping[str, Any], echo_times: tuple[float, ...]) -> int:
+        """The parameter set id of a header (inserting the set if new), remembered by
+        the header's raw values: most series repeat a protocol already seen, and
+        canonicalising is most of what recording a series costs."""
+        raw = (*(_hashable(header.get(p, NULL)) for p in PARAMS), echo_times)
+        set_id = self._set_ids.get(raw)
+        if set_id is None:
+            if len(self._set_ids) >= _SET_CACHE_SIZE:
+                self._set_ids.clear()
+            set_id = self._set_ids[raw] = self._param_set_id(param_set_of(header, echo_times))
+        return set_id
+
+    def _param_set_id(self, params: Mapping[str, Any]) -> int:
+        """The id of this parameter set, inserting it if new (caller holds a transaction)."""
+        digest = _set_hash(params)
+        row = self._db.execute("SELECT id FROM param_set WHERE hash = ?", (digest,)).fetchone()
+        if row:
+            return row[0]
+        project, sequence_name = str(params["Project"]), str(params["SequenceName"])
+        cur = self._db.execute(
+            """INSERT INTO param_set (hash, project, sequence_name, project_key, sequence_key,
+                                      params)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (
+                digest, project, sequence_name, *_key(project, sequence_name),
+                json.dumps(params),  # in PARAMS order, the order the page and CLI show
+            ),
+        )
+        return cur.lastrowid  # type: ignore[return-value]
+
+    @_noted
+    def record_series(
+        self,
+        header: Mapping[str, Any],
+        *,
+        n_files: int,
+        source: str = "live",
+        session: str | None = None,
+        echo_times: Iterable[float] = (),
+    ) -> bool:
+        """Record a series, or update the one already recorded; True if it is new.
+
+        The series is keyed by (``session``, header SeriesNumber); ``session``
+        defaults to the header's StudyUID. On an existing row ``n_files`` is
+        updated, and so are the echo times (and with them the parameter set)
+        when ``echo_times`` is given and differs: a live multi-echo series is
+        first recorded from its first file, before all its echoes are seen.
+        """
+        echo_times = tuple(echo_times)
+        session = str(header.get("StudyUID", NULL) if session is None else session)
+        number = header.get("SeriesNumber", NULL)
+        number = number if isinstance(number, int) else -1
+        echoes_json = json.dumps(sorted({float(t) for t in echo_times}))
+        with self._write():
+            row = self._db.execute(
+                """SELECT id, echo_times, param_set FROM series
+                   WHERE session = ? AND series_number = ?""",
+                (session, number),
+            ).fetchone()
+            if row is not None:
+                if echo_times and row["echo_times"] != echoes_json:
+                    ps = self._set_id_of(header, echo_times)
+                    self._db.execute(
+                        "UPDATE series SET n_files = ?, echo_times = ?, param_set = ? WHERE id = ?",
+                        (n_files, echoes_json, ps, row["id"]),
+                    )
+                    self._recount(row["param_set"])
+                    self._recount(ps)
+                else:
+                    self._db.execute("UPDATE series SET n_files = ? WHERE id = ?",
+                                     (n_files, row["id"]))
+                return False
+            ps = self._set_id_of(header, echo_times)
+            cur = self._db.execute(
+                """INSERT INTO series (session, series_number, station, project, sequence_name,
+                       subject, acq_date, acq_time, operator, shims, n_files, echo_times,
+                       source, header, param_set)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    session, number, *(str(header.get(k, NULL)) for k in (
+                        "Station", "Project", "SequenceName", "SubID", "AcqDate", "AcqTime",
+                        "Operator")),
+                    json.dumps(header.get("Shims", NULL)), n_files, echoes_json, source,
+                    json.dumps(dict(header)), ps,
+                ),
+            )
+            date, clock = header.get("AcqDate", NULL), header.get("AcqTime", NULL)
+            self._db.execute(
+                """UPDATE param_set SET n_series = n_series + 1,
+                       last_seen = CASE WHEN ?1 IS NULL THEN last_seen
+                                   ELSE max(coalesce(last_seen, ''), ?1) END,
+                       last_series = ?2
+                   WHERE id = ?3""",
+                (None if date == NULL else f"{date} {clock}", cur.lastrowid, ps),
+            )
+            return True
+
+    def _recount(self, set_id: int) -> None:
+        """Recompute a parameter set's counters from its series (a series moved sets)."""
+        self._db.execute(
+            """UPDATE param_set SET
+                   n_series = (SELECT count(*) FROM series WHERE param_set = ?1),
+                   last_seen = (SELECT max(NULLIF(acq_date, 'null') || ' ' || acq_time)
+                                FROM series WHERE param_set = ?1),
+                   last_series = (SELECT max(id) FROM series WHERE param_set = ?1)
+               WHERE id = ?1""",
+            (set_id,),
+        )
+
+    def _ranked_sets(
+        self, project: str, sequence_name: str, limit: int = -1
+    ) -> list[sqlite3.Row]:
+        """The parameter sets of a Project x SequenceName that a series used or
+        that is pinned, the template first (the ranking the module doc states)."""
+        return self._db.execute(
+            """SELECT p.id, p.project, p.sequence_name, p.params, p.n_series, p.last_seen,
+                      (pin.param_set IS NOT NULL) AS pinned
+               FROM param_set p
+               LEFT JOIN pin ON pin.param_set = p.id
+                    AND pin.project_key = p.project_key AND pin.sequence_key = p.sequence_key
+               WHERE p.project_key = ? AND p.sequence_key = ?
+                     AND (p.n_series > 0 OR pinned)
+               ORDER BY pinned DESC, p.n_series DESC, p.last_seen DESC, p.last_series DESC
+               LIMIT ?""",
+            (*_key(project, sequence_name), limit),
+        ).fetchall()
+
+    @staticmethod
+    def _set_dict(row: sqlite3.Row) -> dict[str, Any]:
+        return {
+            "id": row["id"], "project": row["project"], "sequence_name": row["sequence_name"],
+            "count": row["n_series"], "last_seen": row["last_seen"], "pinned": bool(row["pinned"]),
+            "params": json.loads(row["params"]),
+        }
+
+    @_noted
+    def template(self, project: str, sequence_name: str) -> dict[str, Any] | None:
+        """The template (the 17 PARAMS) of a Project x SequenceName, or None if never seen.
+
+        Names match ignoring case and white space runs. A pinned set wins; else
+        the set used by most series; ties go to the most recently acquired.
+        """
+        with self._lock:
+            ranked = self._ranked_sets(project, sequence_name, limit=1)
+        return json.loads(ranked[0]["params"]) if ranked else None
+
+    @_noted
+    def param_sets(self, project: str, sequence_name: str) -> list[dict[str, Any]]:
+        """Every parameter set of a Project x SequenceName, the template first:
+        ``{"id", "project", "sequence_name", "count", "last_seen", "pinned", "params"}``."""
+        with self._lock:
+            return [self._set_dict(r) for r in self._ranked_sets(project, sequence_name)]
+
+    @_noted
+    def templates(self) -> list[dict[str, Any]]:
+        """The template of every Project x SequenceName, sorted by name, each as
+        ``param_sets`` describes it plus ``"n_sets"`` (how many sets compete)."""
+        with self._lock:
+            keys = self._db.execute(
+                """SELECT DISTINCT project_key, sequence_key FROM param_set
+                   ORDER BY 1, 2"""
+            ).fetchall()
+            out = []
+            for project, sequence_name in keys:
+                ranked = self._ranked_sets(project, sequence_name)
+                if ranked:
+                    out.append({**self._set_dict(ranked[0]), "n_sets": len(ranked)})
+            return out
+
+    @_noted
+    def pin(
+        self,
+        project: str,
+        sequence_name: str,
+        *,
+        set_id: int | None = None,
+        header: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Pin the template of a Project x SequenceName; returns the pinned set's id.
+
+        Give exactly one of ``set_id`` (an existing set of that Project x
+        SequenceName, see ``param_sets``) or ``header`` (its parameters become a
+        set, added if new). Raises ``LookupError`` for an unknown or foreign
+        ``set_id``, ``ValueError`` if the header names another Project x SequenceName.
+        """
+        if (set_id is None) == (header is None):
+            raise TypeError("pin() needs exactly one of set_id or header")
+        key = _key(project, sequence_name)
+        with self._write():
+            if header is not None:
+                params = param_set_of(header)
+                if _key(str(params["Project"]), str(params["SequenceName"])) != key:
+                    raise ValueError(
+                        f"the header is {params['Project']} x {params['SequenceName']}, "
+                        f"not {project} x {sequence_name}"
+                    )
+                set_id = self._param_set_id(params)
+            else:
+                row = self._db.execute(
+                    "SELECT project_key, sequence_key FROM param_set WHERE id = ?",
+                    (set_id,),
+                ).fetchone()
+                if row is None or tuple(row) != key:
+                    raise LookupError(f"no parameter set {set_id} for {project} x {sequence_name}")
+            self._db.execute(
+                """INSERT OR REPLACE INTO pin (project_key, sequence_key, param_set)
+                   VALUES (?, ?, ?)""",
+                (*key, set_id),
+            )
+        return set_id  # type: ignore[return-value]
+
+    @_noted
+    def unpin(self, project: str, sequence_name: str) -> bool:
+        """Remove the pin of a Project x SequenceName; True if there was one."""
+        with self._write():
+            cur = self._db.execute(
+                "DELETE FROM pin WHERE project_key = ? AND sequence_key = ?",
+                _key(project, sequence_name),
+            )
+            return cur.rowcount > 0
+
+    @_noted
+    def series_on(self, day: str) -> list[dict[str, Any]]:
+        """Series acquired on ``day`` ("YYYYMMDD"), in acquisition order, each
+        ``{"station", "session", "series_number", "header", "n_files", "source"}``."""
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT station, session, series_number, header, n_files, source FROM series
+                   WHERE acq_date = ? ORDER BY acq_time, id""",
+                (day,),
+            ).fetchall()
+        return [{**dict(r), "header": json.loads(r["header"])} for r in rows]
