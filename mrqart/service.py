@@ -14,6 +14,7 @@ nursery cancels the rest and the error propagates.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sqlite3
@@ -33,7 +34,7 @@ from quart_trio import QuartTrio
 from mrqart.check import DEFAULT_RULES, check, load_rules
 from mrqart.dicom import Unreadable, read_header
 from mrqart.hub import Hub, Message
-from mrqart.session import Known, SessionState
+from mrqart.session import Known, SessionState, UpdateThrottle
 from mrqart.store import Store
 from mrqart.watcher import FileReady, Watcher
 from mrqart.web import MAX_WS_MESSAGE, STATIC_DIR, create_app
@@ -49,6 +50,9 @@ FILE_BUFFER = 256
 MESSAGE_BUFFER = 256
 #: How often changed file counts are written to the store (and once more at shutdown).
 FLUSH_SECONDS = 1.0
+#: Least time between two "update" messages of one series (see session.UpdateThrottle):
+#: a page sees a count at most 50 ms old, and a burst costs 20 messages/s per browser.
+UPDATE_INTERVAL = 0.05
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Pipeline:
 
     config: Config
     source: Any = None  # an inotify event source; None for the real kernel one
+    open_store: Callable[[Path | str], Store] = Store  # tests pass a failing store here
     state: SessionState = field(default_factory=SessionState)
     hub: Hub = field(default_factory=Hub)
 
@@ -98,6 +103,7 @@ class Pipeline:
         self._sqlite = trio.CapacityLimiter(1)  # sqlite: one writer, one thread at a time
         self._readers = trio.CapacityLimiter(1)  # the session task reads one header at a time
         self._store_failing = False
+        self.updates = UpdateThrottle(UPDATE_INTERVAL)
         self.files_seen = 0
         self.unreadable = 0
 
@@ -107,7 +113,9 @@ class Pipeline:
         Owns the store (closed on exit) and both channels; backpressure is blocking
         sends from the watcher down, the hub never blocks on a browser.
         """
-        self.store = await trio.to_thread.run_sync(Store, self.config.db, limiter=self._sqlite)
+        self.store = await trio.to_thread.run_sync(
+            self.open_store, self.config.db, limiter=self._sqlite
+        )
         try:
             await self._restore_today()
             files_send, files_receive = trio.open_memory_channel[FileReady](FILE_BUFFER)
@@ -142,13 +150,28 @@ class Pipeline:
 
         Owns both channel ends; ends when the watcher closes its end or on cancellation.
         Reads a header only for a file the name cannot place (the first of a series).
+        Updates are throttled per series; held counts go out when due.
         """
         async with files, messages:
-            async for ready in files:
-                self.files_seen += 1
-                message = await self._on_file(ready.path)
-                if message is not None:
-                    await messages.send(message)
+            while True:
+                ready = None
+                with trio.move_on_at(self.updates.due()):
+                    try:
+                        ready = await files.receive()
+                    except trio.EndOfChannel:
+                        break
+                if ready is not None:
+                    self.files_seen += 1
+                    message = await self._on_file(ready.path)
+                    if message is not None:
+                        await messages.send(message)
+                await self._send_updates(messages, trio.current_time())
+            await self._send_updates(messages, math.inf)  # the last counts, at the end
+
+    async def _send_updates(self, messages: trio.MemorySendChannel[Message], now: float) -> None:
+        for key, n in self.updates.release(now):
+            if (message := self._update(key, n)) is not None:
+                await messages.send(message)
 
     async def _on_file(self, path: str) -> Message | None:
         route = self.state.route(path)
@@ -162,18 +185,25 @@ class Pipeline:
         key = self.state.key_for(path, header)
         if self.state.knows(key):
             return self._count(key, path)
-        template = await self._store_call(
-            _template_of, header, default=None
-        )
+        template = await self._store_call(_template_of, header)
         result = check(header, template, self.rules, live=True)
         series = self.state.add_series(key, header, result, path, time.time())
-        await self._store_call(lambda s: s.record_series(header, n_files=1, source="live"))
+        recorded = await self._store_call(
+            lambda s: s.record_series(header, n_files=1, source="live"), write=True
+        )
+        if recorded is None:
+            self.state.mark_dirty([key])  # the store failed: the next flush records it
         return Message(series.station, "new", result, series=key)
 
     def _count(self, key: str, path: str) -> Message | None:
         n = self.state.add_file(key, path, time.time())
-        if n is None:
+        if n is None or not self.updates.offer(key, n, trio.current_time()):
             return None
+        return self._update(key, n)
+
+    def _update(self, key: str, n: int) -> Message | None:
+        if not self.state.knows(key):
+            return None  # forgotten while its count was held (200 newer series)
         return Message(self.state.get(key).station, "update", n, series=key)
 
     # -- the store ----------------------------------------------------------------
@@ -200,17 +230,22 @@ class Pipeline:
         if not dirty or self.store is None:
             return
 
-        def write(store: Store) -> None:
+        def write(store: Store) -> bool:
             for series in dirty:
                 store.record_series(series.result["input"], n_files=series.n_files, source="live")
+            return True
 
-        await self._store_call(write)
+        if await self._store_call(write, write=True) is None:
+            self.state.mark_dirty(s.key for s in dirty)  # retried at the next flush
 
-    async def _store_call(self, fn: Callable[[Store], T], *args: Any, default: T | None = None) -> T | None:
+    async def _store_call(
+        self, fn: Callable[..., T], *args: Any, default: T | None = None, write: bool = False
+    ) -> T | None:
         """Run ``fn(store, *args)`` in the sqlite thread.
 
         A failing store (read-only file, full disk) must not stop verdicts: the error is
-        logged once when it starts and once when it clears, and ``default`` stands in.
+        logged once when it starts and once when a *write* succeeds again (a read-only
+        database still answers reads), and ``default`` stands in.
         """
         assert self.store is not None
         try:
@@ -220,7 +255,7 @@ class Pipeline:
                 log.error("database %s failing, verdicts go on without it: %s", self.config.db, error)
                 self._store_failing = True
             return default
-        if self._store_failing:
+        if write and self._store_failing:
             log.warning("database %s writable again", self.config.db)
             self._store_failing = False
         return value

@@ -42,6 +42,8 @@ def create_app(
 ) -> QuartTrio:
     """The console app over a session state and a hub (both owned by the pipeline)."""
     app = QuartTrio(__name__, static_folder=str(static_dir), static_url_path="/static")
+    # "/static//etc/passwd" answers 404, not a 308 redirect that merges the slashes.
+    app.url_map.merge_slashes = False
 
     def station_or_404(station: str) -> str:
         if not STATION_ID.match(station):
