@@ -77,10 +77,11 @@ class Compliance:
         return [s for s, c in self._current.items()
                 if c.checklist.protocol.project.casefold() == project.casefold()]
 
-    def alert(self, alert_id: str) -> Alert | None:
-        for alerts in self._alerts.values():
+    def alert(self, alert_id: str) -> tuple[str, Alert] | None:
+        """The alert with this id and its station; None if it is unknown or forgotten."""
+        for station, alerts in self._alerts.items():
             if alert_id in alerts:
-                return alerts[alert_id]
+                return station, alerts[alert_id]
         return None
 
     def acknowledge(self, alert_id: str, reason: str, at: str) -> None:

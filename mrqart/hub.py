@@ -3,6 +3,13 @@
 Drop policy: each subscriber gets a bounded channel and the hub ``send_nowait``s to it.
 A subscriber whose buffer is full is disconnected (its channel is closed; the browser
 reconnects and re-syncs from ``/state``). A slow browser never stalls acquisition.
+
+Coalescing: a page shows only the latest file count of a series, so whoever takes
+messages in batches (the session task, each browser's sender) folds the "update"s of a
+batch into the last one per series (:func:`coalesce`). Batches are whatever is waiting
+when the reader gets its turn (:func:`receive_batches`): one message at low rates, so
+no delay is added; more under load, so a busy or slow reader sends fewer frames instead
+of falling behind.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeVar
 
 import trio
 
@@ -21,9 +29,13 @@ log = logging.getLogger(__name__)
 #: Messages a browser may lag behind before it is dropped: a burst of a few seconds
 #: of updates at hundreds of files/s, far more than a live page ever needs to catch up.
 SUBSCRIBER_BUFFER = 2048
+#: Most items taken in one batch: bounds the delay a batch adds to its first item.
+BATCH_LIMIT = 256
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """One wire message: ``{"station", "type", "series", "content"}``."""
 
@@ -32,11 +44,33 @@ class Message:
     content: Any
     series: str | None = None
 
-    def to_json(self) -> str:
+    @cached_property
+    def text(self) -> str:
+        """The JSON text, made once however many browsers it goes to."""
         wire: dict[str, Any] = {"station": self.station, "type": self.type, "content": self.content}
         if self.series is not None:
             wire["series"] = self.series
         return json.dumps(wire, separators=(",", ":"))
+
+
+def coalesce(messages: list[Message]) -> list[Message]:
+    """Keep the last "update" of each series, where it stood; everything else in order."""
+    last = {m.series: i for i, m in enumerate(messages) if m.type == "update"}
+    return [m for i, m in enumerate(messages) if m.type != "update" or last[m.series] == i]
+
+
+async def receive_batches(
+    receive: trio.MemoryReceiveChannel[T], limit: int = BATCH_LIMIT
+) -> AsyncIterator[list[T]]:
+    """Each item as it comes, with whatever else is already waiting (up to ``limit``)."""
+    async for first in receive:
+        batch = [first]
+        while len(batch) < limit:
+            try:
+                batch.append(receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        yield batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +85,14 @@ class Hub:
 
     def __init__(self, buffer: int = SUBSCRIBER_BUFFER) -> None:
         self._buffer = buffer
-        self._subscribers: set[trio.MemorySendChannel[str]] = set()
+        self._subscribers: set[trio.MemorySendChannel[Message]] = set()
         self._sent = 0
         self._dropped = 0
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
-        """A channel of JSON texts; it ends when the hub drops this subscriber or stops."""
-        send, receive = trio.open_memory_channel[str](self._buffer)
+    async def subscribe(self) -> AsyncIterator[trio.MemoryReceiveChannel[Message]]:
+        """A channel of messages; it ends when the hub drops this subscriber or stops."""
+        send, receive = trio.open_memory_channel[Message](self._buffer)
         self._subscribers.add(send)
         try:
             async with receive:
@@ -69,10 +103,9 @@ class Hub:
 
     def publish(self, message: Message) -> None:
         """Deliver to every subscriber now, dropping those that are full."""
-        text = message.to_json()
         for send in list(self._subscribers):
             try:
-                send.send_nowait(text)
+                send.send_nowait(message)
             except trio.WouldBlock:
                 log.warning("dropping a browser that fell %d messages behind", self._buffer)
                 self._dropped += 1
@@ -105,6 +138,6 @@ class Hub:
     def statistics(self) -> HubStatistics:
         return HubStatistics(len(self._subscribers), self._sent, self._dropped)
 
-    def _close(self, send: trio.MemorySendChannel[str]) -> None:
+    def _close(self, send: trio.MemorySendChannel[Message]) -> None:
         self._subscribers.discard(send)
         send.close()

@@ -14,14 +14,13 @@ nursery cancels the rest and the error propagates.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,9 +31,11 @@ from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
 from mrqart.check import DEFAULT_RULES, check, load_rules
+from mrqart.compliance import Compliance
 from mrqart.dicom import Unreadable, read_header
-from mrqart.hub import Hub, Message
-from mrqart.session import Known, SessionState, UpdateThrottle
+from mrqart.hub import Hub, Message, coalesce, receive_batches
+from mrqart.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
+from mrqart.session import Known, SessionState
 from mrqart.store import Store
 from mrqart.watcher import FileReady, Watcher
 from mrqart.web import MAX_WS_MESSAGE, STATIC_DIR, create_app
@@ -50,9 +51,6 @@ FILE_BUFFER = 256
 MESSAGE_BUFFER = 256
 #: How often changed file counts are written to the store (and once more at shutdown).
 FLUSH_SECONDS = 1.0
-#: Least time between two "update" messages of one series (see session.UpdateThrottle):
-#: a page sees a count at most 50 ms old, and a burst costs 20 messages/s per browser.
-UPDATE_INTERVAL = 0.05
 
 
 @dataclass(frozen=True)
@@ -69,6 +67,8 @@ class Config:
     #: Deliver files of today's session directories found at start (catch up after a restart).
     catch_up: bool = True
     flush_seconds: float = FLUSH_SECONDS
+    #: A session with no new file for this long is finished (missing series reported).
+    finish_minutes: float = FINISHED_AFTER_MINUTES
 
 
 def _made_today(directory: str) -> bool:
@@ -103,7 +103,7 @@ class Pipeline:
         self._sqlite = trio.CapacityLimiter(1)  # sqlite: one writer, one thread at a time
         self._readers = trio.CapacityLimiter(1)  # the session task reads one header at a time
         self._store_failing = False
-        self.updates = UpdateThrottle(UPDATE_INTERVAL)
+        self.compliance = Compliance(self.config.finish_minutes)
         self.files_seen = 0
         self.unreadable = 0
 
@@ -124,6 +124,7 @@ class Pipeline:
                 await nursery.start(self.hub.run, messages_receive, name="hub")
                 nursery.start_soon(self._session_task, files_receive, messages_send, name="session")
                 nursery.start_soon(self._flush_task, name="flush")
+                nursery.start_soon(self._quiet_task, messages_send.clone(), name="quiet")
                 await nursery.start(self.watcher.run, files_send, name="watcher")
                 task_status.started()
         finally:
@@ -146,34 +147,25 @@ class Pipeline:
         files: trio.MemoryReceiveChannel[FileReady],
         messages: trio.MemorySendChannel[Message],
     ) -> None:
-        """Turn each ready file into a "new" or "update" message, in arrival order.
+        """Turn each ready file into "new", "update", checklist and alert messages, in
+        arrival order.
 
         Owns both channel ends; ends when the watcher closes its end or on cancellation.
         Reads a header only for a file the name cannot place (the first of a series).
-        Updates are throttled per series; held counts go out when due.
+        Files are taken in batches of what is waiting and each batch's counts are folded
+        into one "update" per series (see hub.coalesce): no delay at low rates, far
+        fewer messages in a burst.
         """
         async with files, messages:
-            while True:
-                ready = None
-                with trio.move_on_at(self.updates.due()):
-                    try:
-                        ready = await files.receive()
-                    except trio.EndOfChannel:
-                        break
-                if ready is not None:
+            async for batch in receive_batches(files):
+                out: list[Message] = []
+                for ready in batch:
                     self.files_seen += 1
-                    message = await self._on_file(ready.path)
-                    if message is not None:
-                        await messages.send(message)
-                await self._send_updates(messages, trio.current_time())
-            await self._send_updates(messages, math.inf)  # the last counts, at the end
+                    out += await self._on_file(ready.path)
+                for message in coalesce(out):
+                    await messages.send(message)
 
-    async def _send_updates(self, messages: trio.MemorySendChannel[Message], now: float) -> None:
-        for key, n in self.updates.release(now):
-            if (message := self._update(key, n)) is not None:
-                await messages.send(message)
-
-    async def _on_file(self, path: str) -> Message | None:
+    async def _on_file(self, path: str) -> list[Message]:
         route = self.state.route(path)
         if isinstance(route, Known):
             return self._count(route.key, path)
@@ -181,7 +173,7 @@ class Pipeline:
         if isinstance(header, Unreadable):
             self.unreadable += 1
             log.warning("unreadable file %s: %s", header.path, header.reason)
-            return Message(None, "unreadable", {"path": header.path, "reason": header.reason})
+            return [Message(None, "unreadable", {"path": header.path, "reason": header.reason})]
         key = self.state.key_for(path, header)
         if self.state.knows(key):
             return self._count(key, path)
@@ -189,22 +181,98 @@ class Pipeline:
         result = check(header, template, self.rules, live=True)
         series = self.state.add_series(key, header, result, path, time.time())
         recorded = await self._store_call(
-            lambda s: s.record_series(header, n_files=1, source="live"), write=True
+            lambda s: s.record_series(header, n_files=1, source="live", session=series.session),
+            write=True,
         )
         if recorded is None:
             self.state.mark_dirty([key])  # the store failed: the next flush records it
-        return Message(series.station, "new", result, series=key)
+        return [Message(series.station, "new", result, series=key),
+                *await self._on_new_series(series.station, series.session, key, header)]
 
-    def _count(self, key: str, path: str) -> Message | None:
-        n = self.state.add_file(key, path, time.time())
-        if n is None or not self.updates.offer(key, n, trio.current_time()):
+    def _count(self, key: str, path: str) -> list[Message]:
+        now = time.time()
+        n = self.state.add_file(key, path, now)
+        if n is None:
+            return []
+        station = self.state.get(key).station
+        self.compliance.on_count(station, key, n, now)
+        return [Message(station, "update", n, series=key)]
+
+    # -- session-level compliance -------------------------------------------------
+    async def _on_new_series(
+        self, station: str, session: str, key: str, header: dict[str, Any]
+    ) -> list[Message]:
+        """Place a new series on its station's checklist (a new session first learns its
+        project's protocol); the alerts raised and the checklist to show."""
+        now = time.time()
+        alerts = []
+        if self.compliance.session_of(station) != session:
+            project = str(header.get("Project"))
+            protocol = await self._store_call(
+                lambda s: s.protocol(project, exclude=session), default=Protocol(project, ())
+            )
+            acks = await self._store_call(lambda s: s.acks(session), default={})
+            alerts += self.compliance.start_session(station, session, protocol, now, acks)
+        alerts += self.compliance.on_series(station, key, header, now)
+        return self._compliance_messages(station, alerts)
+
+    def _compliance_messages(self, station: str, alerts: list[Alert]) -> list[Message]:
+        for alert in alerts:
+            log.warning("station %s: %s", station, alert.text)
+        return [*(Message(station, "alert", self.compliance.alert_json(a)) for a in alerts),
+                Message(station, "checklist", self.compliance.view(station))]
+
+    async def _quiet_task(self, messages: trio.MemorySendChannel[Message]) -> None:
+        """Finish sessions that went quiet; cancelled with the pipeline. Owns its clone
+        of the message channel."""
+        async with messages:
+            while True:
+                await trio.sleep(min(30.0, self.compliance.finish_minutes * 60 / 4))
+                for station, alerts in self.compliance.finish_quiet(time.time()).items():
+                    for message in self._compliance_messages(station, alerts):
+                        await messages.send(message)
+
+    def checklist(self, station: str) -> dict[str, Any] | None:
+        return self.compliance.view(station)
+
+    async def acknowledge(self, alert_id: str, reason: str) -> dict[str, Any] | None:
+        """Record an operator's acknowledgement and show it on every page; None for an
+        unknown alert. The store keeps it with the series history."""
+        found = self.compliance.alert(alert_id)
+        if found is None:
             return None
-        return self._update(key, n)
+        station, alert = found
+        at = datetime.now().astimezone().isoformat(timespec="seconds")
+        await self._store_call(lambda s: s.acknowledge(alert.to_json(), reason, at), write=True)
+        self.compliance.acknowledge(alert_id, reason, at)
+        ack = {"id": alert_id, "reason": reason, "at": at}
+        self.hub.publish(Message(station, "ack", ack))
+        return ack
 
-    def _update(self, key: str, n: int) -> Message | None:
-        if not self.state.knows(key):
-            return None  # forgotten while its count was held (200 newer series)
-        return Message(self.state.get(key).station, "update", n, series=key)
+    async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None:
+        """Pin a session's series as the project's protocol (None: unpin); the stations
+        now acquiring that project show the new checklist. None if the session is unknown."""
+        assert self.store is not None
+
+        def pin(store: Store) -> Protocol | None:
+            if session is None:
+                store.unpin_protocol(project)
+            else:
+                series = store.session_series(session)
+                if not series:
+                    return None
+                store.pin_protocol(project, [{"sequence_name": name, "n_files": n}
+                                             for name, n in series])
+            return store.protocol(project)
+
+        # errors propagate: the operator asked for this write and must see it fail
+        protocol = await trio.to_thread.run_sync(pin, self.store, limiter=self._sqlite)
+        if protocol is None:
+            return None
+        for station in self.compliance.stations_of(project):
+            self.compliance.set_protocol(station, protocol)
+            self.hub.publish(Message(station, "checklist", self.compliance.view(station)))
+        return protocol.to_json()
 
     # -- the store ----------------------------------------------------------------
     async def _restore_today(self) -> None:
@@ -232,7 +300,8 @@ class Pipeline:
 
         def write(store: Store) -> bool:
             for series in dirty:
-                store.record_series(series.result["input"], n_files=series.n_files, source="live")
+                store.record_series(series.result["input"], n_files=series.n_files,
+                                    source="live", session=series.session)
             return True
 
         if await self._store_call(write, write=True) is None:
@@ -271,7 +340,8 @@ def _as_dict(stats: Any) -> dict[str, Any]:
 
 def _build_app(pipeline: Pipeline) -> QuartTrio:
     return create_app(
-        pipeline.state, pipeline.hub, static_dir=pipeline.config.static_dir, health=pipeline.health
+        pipeline.state, pipeline.hub, console=pipeline,
+        static_dir=pipeline.config.static_dir, health=pipeline.health,
     )
 
 

@@ -13,7 +13,6 @@ file belongs to and no further header is read for that series.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -219,43 +218,3 @@ class SessionState:
         self._dirs.move_to_end(directory)
         while len(self._dirs) > MAX_DIRS:
             self._dirs.popitem(last=False)
-
-
-class UpdateThrottle:
-    """At most one "update" per series per ``interval`` seconds; the latest count waits.
-
-    Every browser gets every message, so the fan-out costs (messages x browsers): at a
-    burst of 1,000 files/s and 100 pages that is 100,000 frames/s, far beyond one
-    process. The page only shows the latest count, so counts within an interval are
-    folded into the last one, which always goes out once the interval has passed.
-    Times are any monotonic clock's seconds (the service uses trio's).
-    """
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._sent: dict[str, float] = {}  # series -> when its last update went out
-        self._held: dict[str, int] = {}  # series -> the count not sent yet
-
-    def offer(self, key: str, n: int, now: float) -> bool:
-        """True: send this count now; False: it is held (and replaces a held one)."""
-        if now - self._sent.get(key, -math.inf) >= self._interval:
-            self._sent[key] = now
-            self._held.pop(key, None)
-            return True
-        self._held[key] = n
-        return False
-
-    def due(self) -> float:
-        """When the earliest held count is to go out (inf when none is held)."""
-        return min((self._sent[k] + self._interval for k in self._held), default=math.inf)
-
-    def release(self, now: float) -> list[tuple[str, int]]:
-        """The held counts whose interval has passed, as (series, count), now sent."""
-        out = [(k, n) for k, n in self._held.items() if now - self._sent[k] >= self._interval]
-        for k, _ in out:
-            del self._held[k]
-            self._sent[k] = now
-        # forget series quiet for an interval: their next update goes out at once anyway
-        for k in [k for k, t in self._sent.items() if now - t >= self._interval and k not in self._held]:
-            del self._sent[k]
-        return out

@@ -7,36 +7,53 @@ session state's JSON views and relay hub messages; they decide nothing.
     GET /state                   {station: {"station", "content": CheckResult}}
     GET /api/stations            [{"station", "n_series", "last_seen"}]
     GET /api/stations/<station>/series   that station's series, newest first
+    GET /api/stations/<station>/checklist   the station's current session vs its protocol
+    POST /api/alerts/<id>/ack    {"reason"}: acknowledge an alert
+    POST /api/projects/<project>/protocol   {"from_session"}: pin; DELETE: unpin
     GET /healthz                 pipeline statistics
     WS  /ws                      the hub's messages, one JSON text each
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
-from quart import abort, jsonify, websocket
+from quart import abort, jsonify, request, websocket
 from quart_trio import QuartTrio
 
-from mrqart.hub import Hub
+from mrqart.hub import Hub, coalesce, receive_batches
 from mrqart.session import SessionState
 
 #: The repository's page; a deployment may point MRQART_STATIC elsewhere.
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(os.environ.get("MRQART_STATIC") or Path(__file__).resolve().parent.parent / "static")
 #: Station names are the scanner's (0008,1010) StationName: short, printable.
 STATION_ID = re.compile(r"^[\w.\- ]{1,64}$")
 #: Browsers send nothing we need; bigger frames than this are refused by hypercorn.
 MAX_WS_MESSAGE = 64 * 1024
+#: An acknowledgement's reason: a short sentence typed at the console.
+MAX_REASON = 200
+
+
+class Console(Protocol):
+    """What the session-level routes ask of the pipeline."""
+
+    def checklist(self, station: str) -> dict[str, Any] | None: ...
+
+    async def acknowledge(self, alert_id: str, reason: str) -> dict[str, Any] | None: ...
+
+    async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None: ...
 
 
 def create_app(
     state: SessionState,
     hub: Hub,
     *,
+    console: Console | None = None,
     static_dir: Path = STATIC_DIR,
     health: Callable[[], dict[str, Any]] = dict,
 ) -> QuartTrio:
@@ -74,6 +91,9 @@ def create_app(
             abort(404, "unknown station")
         return jsonify(found)
 
+    if console is not None:
+        _add_console_routes(app, console, station_or_404)
+
     @app.get("/healthz")
     async def healthz() -> Any:
         return jsonify(health())
@@ -84,13 +104,49 @@ def create_app(
         async with hub.subscribe() as messages, trio.open_nursery() as nursery:
             # Drain what the browser sends (nothing is expected) so its frames never pile up.
             nursery.start_soon(_discard_incoming)
-            async for text in messages:
-                await websocket.send(text)
+            async for batch in receive_batches(messages):
+                for message in coalesce(batch):
+                    await websocket.send(message.text)
             nursery.cancel_scope.cancel()
         # The hub ended this subscription (shutdown, or this browser fell behind).
         await websocket.close(1000)
 
     return app
+
+
+def _add_console_routes(
+    app: QuartTrio, console: Console, station_or_404: Callable[[str], str]
+) -> None:
+    @app.get("/api/stations/<station>/checklist")
+    async def checklist(station: str) -> Any:
+        view = console.checklist(station_or_404(station))
+        if view is None:
+            abort(404, "no session on this station yet")
+        return jsonify(view)
+
+    @app.post("/api/alerts/<alert_id>/ack")
+    async def acknowledge(alert_id: str) -> Any:
+        body = await request.get_json(force=True, silent=True)
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not 0 < len(reason.strip()) <= MAX_REASON:
+            abort(400, f"give a reason of 1 to {MAX_REASON} characters")
+        ack = await console.acknowledge(alert_id, reason.strip())
+        if ack is None:
+            abort(404, "unknown alert")
+        return jsonify(ack)
+
+    @app.route("/api/projects/<project>/protocol", methods=["POST", "DELETE"])
+    async def pin_protocol(project: str) -> Any:
+        session = None
+        if request.method == "POST":
+            body = await request.get_json(force=True, silent=True)
+            session = body.get("from_session") if isinstance(body, dict) else None
+            if not isinstance(session, str) or not session:
+                abort(400, 'give {"from_session": SESSION}')
+        protocol = await console.pin_protocol(project, session)
+        if protocol is None:
+            abort(404, "no series recorded for that session")
+        return jsonify(protocol)
 
 
 async def _discard_incoming() -> None:

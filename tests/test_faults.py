@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -30,7 +29,6 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from mrqart import synth
 from mrqart.inotify import Flag
 from mrqart.service import Config, Pipeline, run_service
-from mrqart.session import UpdateThrottle
 from mrqart.store import Store
 from mrqart.watcher import FileReady, MemoryEventSource, WatcherStatistics
 from mrqart.web import MAX_WS_MESSAGE
@@ -692,30 +690,3 @@ async def test_stalled_browser_among_100_churning_ones(tmp_path: Path) -> None:
     assert p50_during < 3 * p50_before + 5.0  # + 5 ms: both may be ~1 ms on an idle machine
     assert health["hub"]["dropped_subscribers"] == 1  # the stalled one, and only it
     assert rss_after - rss_before < 30_000
-
-
-# --- the fix for the fan-out cost: updates coalesced per series (pure) ----------------
-
-
-@pytest.mark.parametrize(("offers", "release_at", "sent", "released", "due_after"), [
-    # the first count goes out; the next within the interval is held, then released
-    ([("a", 1, 0.0), ("a", 2, 0.01)], 0.05, [True, False], [("a", 2)], math.inf),
-    # a later held count replaces an earlier one
-    ([("a", 1, 0.0), ("a", 2, 0.01), ("a", 3, 0.02)], 0.05, [True, False, False], [("a", 3)],
-     math.inf),
-    # not due yet: nothing released, still due when the interval ends
-    ([("a", 1, 0.0), ("a", 2, 0.01)], 0.04, [True, False], [], 0.05),
-    # series are throttled independently
-    ([("a", 1, 0.0), ("b", 1, 0.01), ("b", 2, 0.02)], 0.07, [True, True, False], [("b", 2)],
-     math.inf),
-    # past the interval a count goes straight out
-    ([("a", 1, 0.0), ("a", 2, 0.06)], 0.2, [True, True], [], math.inf),
-])
-def test_update_throttle(
-    offers: list[tuple[str, int, float]], release_at: float, sent: list[bool],
-    released: list[tuple[str, int]], due_after: float,
-) -> None:
-    throttle = UpdateThrottle(0.05)
-    assert [throttle.offer(k, n, now) for k, n, now in offers] == sent
-    assert throttle.release(release_at) == released
-    assert throttle.due() == due_after

@@ -1,0 +1,126 @@
+"""Session-level compliance through the real service: checklist, alerts, acknowledgement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import open_websocket_url
+
+from mrqart import synth
+from mrqart.dicom import read_header
+from mrqart.inotify import Flag
+from mrqart.service import Config, run_service
+from mrqart.store import Store
+from mrqart.watcher import MemoryEventSource
+
+PROTOCOL = [("fmap", 2), ("rest", 6), ("dwi", 3)]
+
+
+def record_past_sessions(db: Path, tmp: Path, n: int = 2) -> None:
+    store = Store(db)
+    for s in range(n):
+        for number, (name, files) in enumerate(PROTOCOL, start=1):
+            sample = tmp / "past.dcm"
+            synth.write_dicom(sample, SequenceName=name, SeriesNumber=number,
+                              StudyUID=f"1.2.past.{s}")
+            header = read_header(sample)
+            assert isinstance(header, dict)
+            store.record_series(header, n_files=files, source="import")
+    store.close()
+
+
+async def test_skipped_and_short_series_raise_alerts_that_can_be_acknowledged(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "scanner"
+    sessions = [root / "session1", root / "session2"]
+    for d in sessions:
+        d.mkdir(parents=True)
+    db = tmp_path / "db.sqlite"
+    record_past_sessions(db, tmp_path)
+    source = MemoryEventSource()
+    stop = trio.Event()
+    config = Config(roots=(root,), db=db, port=0, catch_up=False)
+
+    def write(session: int, series: int, image: int, name: str) -> None:
+        path = sessions[session] / f"001_{series:06d}_{image:06d}.dcm"
+        synth.write_dicom(path, SequenceName=name, SeriesNumber=series,
+                          StudyUID=f"1.2.live.{session}")
+        assert source.emit(path, Flag.CLOSE_WRITE)
+
+    async def until(ws: Any, type_: str) -> dict[str, Any]:
+        while True:
+            message = json.loads(await ws.get_message())
+            if message["type"] == type_:
+                return message
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: run_service(
+                config, stop=stop, source=source, task_status=task_status))
+            async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
+                # session 1: fmap complete, rest stopped at 4 of 6, dwi never run
+                for image in (1, 2):
+                    write(0, 1, image, "fmap")
+                checklist = (await until(ws, "checklist"))["content"]
+                assert [(i["sequence_name"], i["state"]) for i in checklist["items"]] == [
+                    ("fmap", "running"), ("rest", "pending"), ("dwi", "pending")]
+                for image in range(1, 5):
+                    write(0, 2, image, "rest")
+                await until(ws, "checklist")
+                # a new session starts on the station: session 1 is finished
+                write(1, 1, 1, "fmap")
+                alerts = [(await until(ws, "alert"))["content"] for _ in range(2)]
+                assert [a["text"] for a in alerts] == [
+                    "rest series 2 incomplete: 4 of 6", "missing: dwi"]
+                checklist = (await until(ws, "checklist"))["content"]
+                assert checklist["items"][0]["state"] == "running"
+                assert [a["kind"] for a in checklist["alerts"]] == ["missing", "incomplete"]
+
+                client = _client(url)
+                reply = await client.post(f"/api/alerts/{alerts[0]['id']}/ack",
+                                          {"reason": "participant asked to stop"})
+                assert reply["reason"] == "participant asked to stop"
+                ack = (await until(ws, "ack"))["content"]
+                assert ack["id"] == alerts[0]["id"]
+                assert await client.post(f"/api/alerts/{alerts[0]['id']}/ack", {"reason": " "}) == 400
+                assert await client.post("/api/alerts/nope/ack", {"reason": "x"}) == 404
+                shown = await client.get("/api/stations/AWP167046/checklist")
+                assert shown["alerts"][1]["ack"]["reason"] == "participant asked to stop"
+            stop.set()
+    store = Store(db)
+    acks = store.acks("1.2.live.0")
+    store.close()
+    assert [a["reason"] for a in acks.values()] == ["participant asked to stop"]
+
+
+class _client:
+    """A tiny JSON HTTP client over urllib, run in a worker thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def get(self, path: str) -> Any:
+        return await self._request("GET", path, None)
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._request("POST", path, body)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        from urllib.error import HTTPError
+        from urllib.request import Request, urlopen
+
+        def call() -> Any:
+            data = json.dumps(body).encode() if body is not None else None
+            req = Request(self.url + path, data=data, method=method,
+                          headers={"Content-Type": "application/json"})
+            try:
+                with urlopen(req, timeout=5) as r:
+                    return json.load(r)
+            except HTTPError as error:
+                return error.code
+
+        return await trio.to_thread.run_sync(call)
