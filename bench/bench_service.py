@@ -151,8 +151,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(5)
     record("live service (bench_service.py)",
-           [*lines, f"files written to {scratch or tempfile.gettempdir()}, "
-                    f"{len(blob):,} bytes each, by a writer thread in the benchmark process"])
+           [*lines, (f"files written to {scratch or tempfile.gettempdir()}, "
+                    f"{len(blob):,} bytes each, by a writer thread in the benchmark process")])
 
 
 if __name__ == "__main__":
