@@ -51,6 +51,13 @@ FILE_BUFFER = 256
 MESSAGE_BUFFER = 256
 #: How often changed file counts are written to the store (and once more at shutdown).
 FLUSH_SECONDS = 1.0
+#: Most files of a new series whose headers are read to learn its echo times. A
+#: multi-echo series interleaves its echoes (image 1 echo 1, image 2 echo 2, ...), so
+#: the probe ends as soon as an echo number comes round again: one extra read for a
+#: single-echo series.
+ECHO_PROBE_FILES = 8
+#: Series probed at once; older probes are dropped (a series that ended after one file).
+MAX_ECHO_PROBES = 64
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ class Pipeline:
         self._readers = trio.CapacityLimiter(1)  # the session task reads one header at a time
         self._store_failing = False
         self.compliance = Compliance(self.config.finish_minutes)
+        self._echo_probe: dict[str, dict[Any, Any]] = {}  # series key -> {EchoNumber: TE}
         self.files_seen = 0
         self.unreadable = 0
 
@@ -168,6 +176,8 @@ class Pipeline:
     async def _on_file(self, path: str) -> list[Message]:
         route = self.state.route(path)
         if isinstance(route, Known):
+            if route.key in self._echo_probe:
+                await self._probe_echo(route.key, path)
             return self._count(route.key, path)
         header = await trio.to_thread.run_sync(read_header, path, limiter=self._readers)
         if isinstance(header, Unreadable):
@@ -186,8 +196,32 @@ class Pipeline:
         )
         if recorded is None:
             self.state.mark_dirty([key])  # the store failed: the next flush records it
+        self._echo_probe[key] = {header.get("EchoNumber"): header.get("TE")}
+        while len(self._echo_probe) > MAX_ECHO_PROBES:  # series that ended after one file
+            del self._echo_probe[next(iter(self._echo_probe))]
         return [Message(series.station, "new", result, series=key),
                 *await self._on_new_series(series.station, series.session, key, header)]
+
+    async def _probe_echo(self, key: str, path: str) -> None:
+        """Learn a new series' echo times from its next files; once all are seen, record
+        them so that the history holds the multi-echo parameter set."""
+        echoes = self._echo_probe[key]
+        header = await trio.to_thread.run_sync(read_header, path, limiter=self._readers)
+        number = header.get("EchoNumber") if isinstance(header, dict) else None
+        if number is not None and number not in echoes:
+            echoes[number] = header.get("TE")
+            if len(echoes) < ECHO_PROBE_FILES:
+                return
+        del self._echo_probe[key]
+        times = [t for t in echoes.values() if isinstance(t, float)]
+        if len(times) > 1:
+            series = self.state.get(key)
+            await self._store_call(
+                lambda s: s.record_series(series.result["input"], n_files=series.n_files,
+                                          source="live", session=series.session,
+                                          echo_times=times),
+                write=True,
+            )
 
     def _count(self, key: str, path: str) -> list[Message]:
         now = time.time()

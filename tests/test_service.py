@@ -242,3 +242,31 @@ async def test_deployed_under_hypercorn_cli(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+async def test_a_live_multi_echo_series_is_recorded_with_all_its_echo_times(tmp_path: Path) -> None:
+    root = tmp_path / "scanner"
+    session = root / SESSION
+    session.mkdir(parents=True)
+    db = tmp_path / "db.sqlite"
+    source = MemoryEventSource()
+    stop = trio.Event()
+    config = Config(roots=(root,), db=db, port=0, catch_up=False)
+    echoes = [(1, 14.2), (2, 35.9), (3, 57.6)]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: run_service(
+                config, stop=stop, source=source, task_status=task_status))
+            async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
+                for image in range(1, 7):  # echoes interleave: 1 2 3 1 2 3
+                    echo, te = echoes[(image - 1) % 3]
+                    path = session / f"001_000009_{image:06d}.dcm"
+                    synth.write_dicom(path, SeriesNumber=9, SequenceName="me_bold",
+                                      EchoNumber=echo, TE=te, InstanceNumber=image)
+                    source.emit(path, Flag.CLOSE_WRITE)
+                await next_message(ws, type="update", content=6)
+            stop.set()
+    store = Store(db)
+    template = store.template("MRQART_test", "me_bold")
+    store.close()
+    assert template is not None and template["TE"] == [14.2, 35.9, 57.6]
