@@ -13,12 +13,12 @@ file belongs to and no further header is read for that series.
 
 from __future__ import annotations
 
+import os.path
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import PurePath
 from typing import Any
 
 # 001_000017_000066.dcm: <acquisition>_<series>_<image>; some exports add no extension.
@@ -32,7 +32,7 @@ MAX_DIRS = 1000
 
 def series_from_name(path: str) -> int | None:
     """The series number a scanner file name carries, or None when the name does not tell."""
-    m = SCANNER_NAME.match(PurePath(path).name)
+    m = SCANNER_NAME.match(os.path.basename(path))
     return int(m.group(1)) if m else None
 
 
@@ -102,7 +102,7 @@ class SessionState:
     def route(self, path: str) -> Known | NeedHeader:
         """Say whether ``path`` joins a known series (from its name alone) or needs a header."""
         number = series_from_name(path)
-        study = self._dirs.get(str(PurePath(path).parent))
+        study = self._dirs.get(os.path.dirname(path))
         if number is None or study is None:
             return NeedHeader()
         key = series_key(study, number)
@@ -113,8 +113,8 @@ class SessionState:
         study = str(header.get("StudyUID", "null"))
         if study == "null":
             # No StudyUID (rare, non-conformant export): the directory stands for the session.
-            study = str(PurePath(path).parent)
-        self._remember_dir(str(PurePath(path).parent), study)
+            study = os.path.dirname(path)
+        self._remember_dir(os.path.dirname(path), study)
         number = series_from_name(path)
         return series_key(study, header.get("SeriesNumber") if number is None else number)
 
@@ -133,7 +133,7 @@ class SessionState:
             sequence_name=str(header.get("SequenceName", "null")),
             result=result, first_seen=now, last_seen=now,
         )
-        series.files.add(PurePath(path).name)
+        series.files.add(os.path.basename(path))
         self._insert(series)
         return series
 
@@ -141,7 +141,7 @@ class SessionState:
         """Count another file of a known series; the new count, or None for a file seen before."""
         series = self._series[key]
         before = series.n_files
-        series.files.add(PurePath(path).name)
+        series.files.add(os.path.basename(path))
         series.last_seen = now
         if series.n_files == before:
             return None
