@@ -23,7 +23,7 @@ from mrqart.synth import PROTOCOL
 if TYPE_CHECKING:
     from mrqart.store import Store
 
-SUBCOMMANDS = ("run", "simulate", "import", "check", "templates")
+SUBCOMMANDS = ("run", "simulate", "import", "check", "templates", "protocol")
 #: The series names of the simulated protocol, for --help and --wrong.
 SIMULATED_SERIES = tuple(series["name"] for series in PROTOCOL)
 
@@ -137,6 +137,41 @@ def build_parser() -> argparse.ArgumentParser:
                              help="a parameter set ID from 'mrqart templates sets'")
             src.add_argument("--from-file", type=Path, metavar="DICOM",
                              help="the parameters of this DICOM file")
+
+    # --- protocol: the series a session should hold (owner: session compliance) --------
+    p = sub.add_parser(
+        "protocol", help="show, pin or unpin the series a project's sessions should hold",
+        description="The expected protocol of a project: the series descriptions that appear\n"
+        "in at least half of its recent sessions, in their usual order, each with its usual\n"
+        "number of files. The live page checks each session against it (missing, repeated,\n"
+        "unexpected and incomplete series). An operator may pin the list instead.",
+        epilog="examples:\n"
+        "  mrqart protocol show BrainStudy\n"
+        "  mrqart protocol pin BrainStudy --from-session 1.3.12.2.1107.5.2.43.67078\n"
+        "  mrqart protocol pin BrainStudy --series 'localizer:3,t1_mprage:192,rest:300,dwi'\n"
+        "  mrqart protocol unpin BrainStudy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help_ in (
+        ("show", "print the expected protocol: the pinned one, else the learnt one (says which)"),
+        ("pin", "make a list of series the project's expected protocol, whatever history says"),
+        ("unpin", "go back to the protocol learnt from history"),
+    ):
+        a = actions.add_parser(name, help=help_, description=help_)
+        a.add_argument("project", metavar="PROJECT", help="(0008,1030) StudyDescription")
+        _add_db(a)
+        if name == "show":
+            a.add_argument("--json", action="store_true", help="print JSON")
+        if name == "pin":
+            src = a.add_mutually_exclusive_group(required=True)
+            src.add_argument("--from-session", metavar="SESSION",
+                             help="the series of this recorded session (its StudyInstanceUID), "
+                             "with their file counts")
+            src.add_argument("--series", type=parse_series_list, metavar="NAME[:N],...",
+                             help="comma-separated series descriptions in order, each with "
+                             "its expected number of files (omit :N to check presence only)")
+    p.set_defaults(func=cmd_protocol)
     return parser
 
 
@@ -397,6 +432,63 @@ def cmd_templates(args: argparse.Namespace) -> int:
             return 2
         print(f"pinned parameter set {set_id} as the template of {args.project} / {args.sequence}")
         return 0
+
+
+def parse_series_list(text: str) -> list[dict[str, Any]]:
+    """``"localizer:3,rest"`` -> ``[{"sequence_name": "localizer", "n_files": 3},
+    {"sequence_name": "rest", "n_files": None}]``; ArgumentTypeError when malformed.
+
+    Only a trailing ``:N`` of digits is a count, so a description may hold a colon.
+    """
+    expected = []
+    for item in text.split(","):
+        name, sep, count = item.strip().rpartition(":")
+        if not (sep and count.isdigit()):
+            name, count = item.strip(), ""
+        if not name or count == "0":
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r}: expected NAME or NAME:N with N a positive number of files")
+        expected.append({"sequence_name": name, "n_files": int(count) if count else None})
+    return expected
+
+
+@_database_errors
+def cmd_protocol(args: argparse.Namespace) -> int:
+    with _open_store(args.db) as store:
+        if args.action == "unpin":
+            had = store.unpin_protocol(args.project)
+            print(f"unpinned the protocol of {args.project}: it is learnt from history again"
+                  if had else f"{args.project} had no pinned protocol")
+            return 0
+        if args.action == "pin":
+            expected = args.series
+            if args.from_session is not None:
+                expected = [{"sequence_name": name, "n_files": n}
+                            for name, n in store.session_series(args.from_session)]
+                if not expected:
+                    print(f"mrqart protocol pin: no series recorded for session "
+                          f"{args.from_session}", file=sys.stderr)
+                    return 2
+            store.pin_protocol(args.project, expected)
+            print(f"pinned {len(expected)} series as the protocol of {args.project}")
+            return 0
+        protocol = store.protocol(args.project)
+        n_sessions = 0 if protocol.pinned else len(store.recent_sessions(args.project))
+    if args.json:
+        print(json.dumps({**protocol.to_json(), "n_sessions": n_sessions}, indent=2))
+        return 0
+    if not protocol.expected:
+        print(f"no protocol learnt for {args.project} yet: no series in at least half of "
+              f"its {n_sessions} recent sessions; 'mrqart protocol pin' sets one")
+        return 0
+    source = ("pinned by an operator" if protocol.pinned
+              else f"learnt from its {n_sessions} most recent sessions")
+    print(f"protocol of {args.project}, {source}:")
+    print(_table([["#", "SERIES", "FILES"]] + [
+        [str(i), e.sequence_name, "any" if e.n_files is None else str(e.n_files)]
+        for i, e in enumerate(protocol.expected, start=1)
+    ]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,10 @@ Tables:
 - ``series``: one row per (session, series number) with the bookkeeping fields
   and the full header JSON, linked to its parameter set.
 - ``pin``: an operator's choice of template for a Project x SequenceName.
+- ``protocol_pin``: an operator's expected protocol for a project (the series a
+  session should hold, in order), overriding the one learnt from history.
+- ``ack``: acknowledged alerts (``protocol.Alert``) with the operator's reason,
+  one row per alert id, linked to the session and series they are about.
 
 The template of a Project x SequenceName (matched ignoring case and white
 space) is the pinned parameter set if any, else the set most series used, ties
@@ -34,6 +38,7 @@ from os import PathLike
 from typing import Any, ParamSpec, Self, TypeVar
 
 from .check import NULL, PARAMS, squash
+from .protocol import RECENT_SESSIONS, Expected, Protocol, learn_protocol
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,6 +104,25 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (project_key, sequence_key)
         )""",
     ),
+    (
+        """CREATE TABLE protocol_pin (
+            project_key TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            -- JSON list of {"sequence_name": str, "n_files": int | null}, in order
+            expected TEXT NOT NULL
+        )""",
+        """CREATE TABLE ack (
+            id TEXT PRIMARY KEY,  -- protocol.Alert.id
+            kind TEXT NOT NULL,
+            session TEXT NOT NULL,
+            series TEXT,  -- the series key, NULL for a session-wide alert
+            series_number INTEGER,  -- parsed from the key, for series_acks()
+            text TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+        "CREATE INDEX ack_session ON ack (session, series_number)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -146,9 +170,37 @@ def _set_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def _fold(name: str) -> str:
+    """How a name is matched: white space collapsed, case folded."""
+    return squash(name).casefold()
+
+
 def _key(project: str, sequence_name: str) -> tuple[str, str]:
-    """How a Project x SequenceName is matched: white space collapsed, case folded."""
-    return squash(project).casefold(), squash(sequence_name).casefold()
+    """How a Project x SequenceName is matched (see _fold)."""
+    return _fold(project), _fold(sequence_name)
+
+
+def _series_number(session: str, series: str | None) -> int | None:
+    """The series number in a key that ``session.series_key(session, n)`` built, else None."""
+    if series is None:
+        return None
+    prefix, _, number = series.rpartition(":")
+    return int(number) if prefix == session and number.isdigit() else None
+
+
+def _expected_list(expected: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A pinned protocol in canonical form; ValueError for an empty or malformed list."""
+    out = []
+    for item in expected:
+        name, n_files = item.get("sequence_name"), item.get("n_files")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"expected series need a sequence_name, got {item!r}")
+        if n_files is not None and (type(n_files) is not int or n_files < 1):
+            raise ValueError(f"{name}: n_files must be a positive integer or None")
+        out.append({"sequence_name": name, "n_files": n_files})
+    if not out:
+        raise ValueError("an expected protocol needs at least one series")
+    return out
 
 
 def _noted(method: Callable[P, R]) -> Callable[P, R]:
@@ -178,7 +230,10 @@ class Store:
         self.path = str(path)
         self._lock = threading.RLock()  # re-entered by writes inside batch()
         self._set_ids: dict[tuple[Any, ...], int] = {}  # see _set_id_of
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # timeout: wait for a lock from the first statement on (journal_mode=WAL needs one)
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=5.0
+        )
         self._db.row_factory = sqlite3.Row
         # WAL lets `mrqart templates` read while the service writes; NORMAL is
         # durable enough in WAL mode and far faster than FULL for imports.
@@ -477,3 +532,126 @@ class Store:
                 (day,),
             ).fetchall()
         return [{**dict(r), "header": json.loads(r["header"])} for r in rows]
+
+    # -- session-level compliance (protocol.py) -------------------------------------
+
+    @_noted
+    def recent_sessions(
+        self, project: str, *, limit: int = 20, exclude: str | None = None
+    ) -> list[list[tuple[str, int]]]:
+        """The project's ``limit`` most recent sessions, newest first, each as its series
+        ordered by series number, as (sequence_name, n_files).
+
+        The project matches as in ``template`` (case and white space ignored); a session
+        is as recent as its earliest acquisition (sessions without dates come last).
+        ``exclude`` leaves one session out (the one being checked).
+        """
+        project_key = _fold(project)
+        with self._lock:
+            rows = self._db.execute(
+                """WITH mine AS (
+                       SELECT s.session, s.series_number, s.sequence_name, s.n_files, s.id,
+                              NULLIF(s.acq_date, 'null') || ' ' || s.acq_time AS acquired
+                       FROM series s JOIN param_set p ON p.id = s.param_set
+                       WHERE p.project_key = ?1 AND s.session IS NOT ?2),
+                   recent AS (
+                       SELECT session, min(acquired) AS started, max(id) AS last_id FROM mine
+                       GROUP BY session
+                       ORDER BY started IS NULL, started DESC, last_id DESC LIMIT ?3)
+                   SELECT mine.session, sequence_name, n_files FROM mine
+                   JOIN recent USING (session)
+                   ORDER BY recent.started IS NULL, recent.started DESC, recent.last_id DESC,
+                            series_number""",
+                (project_key, exclude, limit),
+            ).fetchall()
+        sessions: dict[str, list[tuple[str, int]]] = {}
+        for row in rows:
+            sessions.setdefault(row["session"], []).append(
+                (row["sequence_name"], row["n_files"]))
+        return list(sessions.values())
+
+    def protocol(self, project: str, *, exclude: str | None = None) -> Protocol:
+        """The project's expected protocol: the pinned one if any, else the one learnt
+        from its ``RECENT_SESSIONS`` most recent sessions other than ``exclude``
+        (empty when the project has none)."""
+        pinned = self.pinned_protocol(project)
+        if pinned is not None:
+            return Protocol(project, tuple(Expected(e["sequence_name"], e["n_files"])
+                                           for e in pinned), pinned=True)
+        return learn_protocol(
+            project, self.recent_sessions(project, limit=RECENT_SESSIONS, exclude=exclude))
+
+    @_noted
+    def session_series(self, session: str) -> list[tuple[str, int]]:
+        """A session's series ordered by series number, as (sequence_name, n_files)."""
+        with self._lock:
+            rows = self._db.execute(
+                """SELECT sequence_name, n_files FROM series WHERE session = ?
+                   ORDER BY series_number""",
+                (session,),
+            ).fetchall()
+        return [(r["sequence_name"], r["n_files"]) for r in rows]
+
+    @_noted
+    def pin_protocol(self, project: str, expected: Iterable[Mapping[str, Any]]) -> None:
+        """Make ``expected`` (``{"sequence_name", "n_files"}`` dicts, in order) the
+        project's protocol, replacing any earlier pin; ValueError if it is empty or
+        an entry is malformed (n_files must be a positive int or None)."""
+        items = _expected_list(expected)
+        with self._write():
+            self._db.execute(
+                "INSERT OR REPLACE INTO protocol_pin (project_key, project, expected) "
+                "VALUES (?, ?, ?)",
+                (_fold(project), project, json.dumps(items)),
+            )
+
+    @_noted
+    def unpin_protocol(self, project: str) -> bool:
+        """Go back to the learnt protocol; True if the project had a pinned one."""
+        with self._write():
+            cur = self._db.execute("DELETE FROM protocol_pin WHERE project_key = ?",
+                                   (_fold(project),))
+            return cur.rowcount > 0
+
+    @_noted
+    def pinned_protocol(self, project: str) -> list[dict[str, Any]] | None:
+        """The project's pinned protocol as ``pin_protocol`` took it, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT expected FROM protocol_pin WHERE project_key = ?",
+                                   (_fold(project),)).fetchone()
+        return None if row is None else json.loads(row["expected"])
+
+    @_noted
+    def acknowledge(self, alert: Mapping[str, Any], reason: str, at: str) -> None:
+        """Store an operator's acknowledgement of ``alert`` (``Alert.to_json()``) with
+        their ``reason`` at ``at`` (ISO 8601); acknowledging again replaces both."""
+        session, series = str(alert["session"]), alert.get("series")
+        with self._write():
+            self._db.execute(
+                """INSERT OR REPLACE INTO ack (id, kind, session, series, series_number, text,
+                                               reason, at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (str(alert["id"]), str(alert["kind"]), session, series,
+                 _series_number(session, series), str(alert["text"]), reason, at),
+            )
+
+    def _acks(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                f"""SELECT id, kind, session, series, text, reason, at FROM ack
+                    WHERE {where} ORDER BY at, id""",
+                args,
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    @_noted
+    def acks(self, session: str) -> dict[str, dict[str, Any]]:
+        """The session's acknowledged alerts: id -> ``{"id", "kind", "session", "series",
+        "text", "reason", "at"}``, oldest acknowledgement first."""
+        return {a["id"]: a for a in self._acks("session = ?", (session,))}
+
+    @_noted
+    def series_acks(self, session: str, series_number: int) -> list[dict[str, Any]]:
+        """The acknowledged alerts about one series (its history), oldest first, each as
+        ``acks`` gives them."""
+        return self._acks("session = ? AND series_number = ?", (session, series_number))

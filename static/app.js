@@ -7,11 +7,15 @@
 // Test hooks on <body>: data-ready="1" after the first sync, data-conn =
 // connecting|open|closed, data-syncs = number of completed syncs. Each series element
 // carries data-status (conform|nonconform|no_template), data-station and data-key.
+// Checklist items carry data-state and data-series; alerts data-id, data-kind, data-acked.
 "use strict";
 
 // The page stays open at the console for days: keep the DOM and memory bounded.
 const MAX_SERIES = 60; // per station (and in the all-stations view)
 const MAX_UNREADABLE = 20;
+const MAX_ITEMS = 80; // checklist items shown (a protocol is a dozen series)
+const MAX_ALERTS = 30; // the oldest alerts are forgotten first
+const MAX_REASON = 200; // characters, as the service accepts
 const TABLE_ROWS = 9; // two side-by-side tables for the 17 parameters
 // Reconnect backoff: quick first retry (a service restart takes a second or two),
 // capped so a console left on a dead service still comes back within 10 s.
@@ -24,6 +28,12 @@ const PARAMS = [
   "TR", "TE", "Matrix", "PixelResol", "BWP", "BWPPE", "FA", "TA", "FoV", "SequenceFile",
 ];
 const VERDICT = { conform: "✓ OK", nonconform: "✗ DIFFERS", no_template: "NO TEMPLATE" };
+// Checklist states: an icon and a word each, so no state is told by colour alone.
+const ITEM_STATE = {
+  done: ["✓", "done"], running: ["▶", "running"], pending: ["○", "not yet"],
+  incomplete: ["◐", "incomplete"], missing: ["✗", "missing"], repeated: ["↻", "repeated"],
+  unexpected: ["?", "unexpected"],
+};
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -33,6 +43,11 @@ const ui = {
   unreadableBox: $("unreadable-box"), unreadable: $("unreadable-list"),
   nUnreadable: $("n-unreadable"), unreadableLatest: $("unreadable-latest"),
   template: $("series-template"), tableTemplate: $("table-template"),
+  checklist: $("checklist"), checklistMeta: $("checklist-meta"), checklistNote: $("checklist-note"),
+  items: $("checklist-items"), itemTemplate: $("item-template"),
+  alerts: $("alerts"), alertList: $("alert-list"), alertTemplate: $("alert-template"),
+  pinStart: $("pin-start"), pinConfirm: $("pin-confirm"), pinQuestion: $("pin-question"),
+  pinYes: $("pin-yes"), pinNo: $("pin-no"), unpin: $("unpin"), pinStatus: $("pin-status"),
 };
 
 const state = {
@@ -43,6 +58,8 @@ const state = {
   retryAt: 0,
   syncs: 0,
   unreadable: 0, // since the page opened; the list shows the last MAX_UNREADABLE
+  checklists: new Map(), // station -> the service's checklist View (its current session)
+  alerts: new Map(), // alert id -> {station, alert, ack, rank, el}; kept across sessions
 };
 
 // ---------------------------------------------------------------- formatting
@@ -227,6 +244,8 @@ function render() {
   const mark = recs[0] ? { conform: "✓", nonconform: "✗", no_template: "·" }[recs[0].status] : "";
   document.title = `${mark} ${state.view || "all stations"} · mrqart`.trim();
   renderStations();
+  renderChecklist();
+  renderAlerts();
   tick();
 }
 
@@ -286,9 +305,22 @@ function handle(msg) {
         rec.nFiles = Math.max(rec.nFiles ?? 0, msg.content);
         showCount(rec);
       }
+      if (msg.series !== undefined) updateItem(msg.station, String(msg.series), msg.content);
       tick();
       break;
     }
+    case "checklist":
+      putChecklist(msg.station, msg.content);
+      renderChecklist();
+      renderAlerts();
+      break;
+    case "alert":
+      putAlert(msg.station, msg.content, msg.content.ack ?? null);
+      renderAlerts();
+      break;
+    case "ack":
+      applyAck(msg.content);
+      break;
     case "unreadable":
       addUnreadable(msg.station, msg.content || {});
       break;
@@ -311,10 +343,211 @@ function addUnreadable(name, { path = "", reason = "" }) {
   ui.unreadableBox.hidden = false;
 }
 
+// ---------------------------------------------------------------- checklist and alerts
+
+/** The checklist shown: the selected station's; in the all-stations view, the only one. */
+function shownChecklist() {
+  if (state.view) return [state.view, state.checklists.get(state.view)];
+  return state.checklists.size === 1 ? [...state.checklists][0] : [null, undefined];
+}
+
+function renderChecklist() {
+  const [name, view] = shownChecklist();
+  ui.checklist.hidden = !view;
+  document.querySelector("main").classList.toggle("with-checklist", Boolean(view));
+  if (!view) return;
+  const items = (view.items || []).slice(0, MAX_ITEMS);
+  const done = items.filter((i) => i.state === "done").length;
+  const expected = items.filter((i) => i.state !== "repeated" && i.state !== "unexpected");
+  const where = state.view ? "" : `${name}  ·  `;
+  ui.checklistMeta.textContent = `${where}${fmt(view.project)}  ·  ${view.pinned ? "pinned protocol" : "learnt protocol"}`
+    + `  ·  ${done} of ${expected.length} done${view.finished ? "  ·  session finished" : ""}`;
+  const learnt = items.some((i) => i.state !== "unexpected");
+  ui.checklistNote.hidden = learnt;
+  ui.checklistNote.textContent = learnt ? "" : `No protocol learnt for ${fmt(view.project)} yet: `
+    + "series are listed as they come. Pin this session to set one.";
+  ui.items.replaceChildren(...items.map((item) => {
+    const el = ui.itemTemplate.content.firstElementChild.cloneNode(true);
+    el.dataset.state = item.state;
+    el.dataset.series = item.series ?? "";
+    el.querySelector(".icon").textContent = (ITEM_STATE[item.state] ?? ["·"])[0];
+    el.querySelector(".name").textContent = fmt(item.sequence_name)
+      + (item.series_number === null || item.series_number === undefined ? "" : `  #${item.series_number}`);
+    item.el = el;
+    showProgress(item);
+    return el;
+  }));
+  ui.unpin.hidden = !view.pinned;
+  ui.pinStart.disabled = !view.session || !(view.items || []).some((i) => i.series);
+}
+
+/** The file count of one checklist item, from its n_files: "180 of 300" with a bar under a
+ * running or incomplete series, the bare count beside the state word otherwise. */
+function showProgress(item) {
+  if (!item.el) return;
+  const expected = item.expected_files;
+  const count = expected ? `${item.n_files} of ${expected}` : `${item.n_files} files`;
+  const [, word] = ITEM_STATE[item.state] ?? [null, String(item.state)];
+  const barred = item.state === "running" || item.state === "incomplete";
+  item.el.querySelector(".progress").hidden = !barred;
+  item.el.querySelector(".word").textContent = word;
+  item.el.querySelector(".n").textContent = barred || !item.n_files ? "" : ` · ${item.n_files}`;
+  item.el.querySelector(".of").textContent = count;
+  const bar = item.el.querySelector(".bar");
+  bar.hidden = !expected;
+  if (expected) bar.firstElementChild.style.width = `${Math.min(100, (100 * item.n_files) / expected)}%`;
+}
+
+/** An "update" message: the file count of the matching checklist item, without a re-render. */
+function updateItem(name, key, nFiles) {
+  const item = state.checklists.get(name)?.items?.find((i) => i.series === key);
+  if (!item) return;
+  item.n_files = Math.max(item.n_files ?? 0, nFiles);
+  showProgress(item);
+}
+
+function putChecklist(name, view) {
+  state.checklists.set(name, view);
+  for (const alert of view.alerts || []) putAlert(name, alert, alert.ack ?? null);
+}
+
+/** Add or refresh an alert; an acknowledgement already known is never taken back. */
+function putAlert(name, alert, ack) {
+  const old = state.alerts.get(alert.id);
+  const rec = old ?? { station: name, rank: ++state.rank, el: null };
+  rec.alert = alert;
+  rec.ack = ack ?? old?.ack ?? null;
+  state.alerts.set(alert.id, rec);
+  if (old?.el) fillAlert(rec);
+  while (state.alerts.size > MAX_ALERTS) {
+    const oldest = [...state.alerts.values()].sort((a, b) => a.rank - b.rank)[0];
+    state.alerts.delete(oldest.alert.id);
+  }
+}
+
+function applyAck({ id, reason, at }) {
+  const rec = state.alerts.get(id);
+  if (!rec) return;
+  rec.ack = { reason, at };
+  fillAlert(rec);
+  renderAlerts();
+}
+
+function buildAlert(rec) {
+  const el = ui.alertTemplate.content.firstElementChild.cloneNode(true);
+  const form = el.querySelector(".ack-form");
+  const input = el.querySelector(".ack-reason");
+  const error = el.querySelector(".ack-error");
+  input.maxLength = MAX_REASON;
+  el.querySelector(".ack-open").addEventListener("click", () => {
+    form.hidden = false;
+    el.querySelector(".ack-open").hidden = true;
+    input.focus();
+  });
+  const close = () => {
+    form.hidden = true;
+    error.textContent = "";
+    el.querySelector(".ack-open").hidden = Boolean(rec.ack);
+  };
+  el.querySelector(".ack-cancel").addEventListener("click", close);
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") close();
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const reason = input.value.trim();
+    if (!reason) {
+      error.textContent = "Say why (up to 200 characters).";
+      return;
+    }
+    error.textContent = "saving…";
+    try {
+      const r = await fetch(`/api/alerts/${encodeURIComponent(rec.alert.id)}/ack`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }),
+      });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      close();
+      applyAck(await r.json());
+    } catch (err) {
+      error.textContent = `Not saved (${err.message}); try again.`;
+    }
+  });
+  rec.el = el;
+  fillAlert(rec);
+  return el;
+}
+
+function fillAlert(rec) {
+  const { el, alert, ack } = rec;
+  if (!el) return;
+  el.dataset.id = alert.id;
+  el.dataset.kind = alert.kind;
+  el.dataset.acked = ack ? "1" : "0";
+  el.querySelector(".text").textContent = alert.text;
+  el.querySelector(".where").textContent = state.view ? "" : `  ·  ${rec.station}`;
+  el.querySelector(".ack-note").textContent = ack ? `acknowledged ${fmtAt(ack.at)}: ${ack.reason}` : "";
+  if (ack) el.querySelector(".ack-form").hidden = true;
+  el.querySelector(".ack-open").hidden = Boolean(ack) || !el.querySelector(".ack-form").hidden;
+}
+
+function fmtAt(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? fmt(iso) : clock(d);
+}
+
+/** Open alerts first, newest first; moved in place so a half-typed reason keeps its focus. */
+function renderAlerts() {
+  const recs = [...state.alerts.values()]
+    .filter((r) => !state.view || r.station === state.view)
+    .sort((a, b) => Number(Boolean(a.ack)) - Number(Boolean(b.ack)) || b.rank - a.rank);
+  // Refilled each time: the station shown beside an alert depends on the view.
+  const els = recs.map((r) => (r.el ? (fillAlert(r), r.el) : buildAlert(r)));
+  els.forEach((el, i) => {
+    if (ui.alertList.children[i] !== el) ui.alertList.insertBefore(el, ui.alertList.children[i] ?? null);
+  });
+  while (ui.alertList.children.length > els.length) ui.alertList.lastElementChild.remove();
+  ui.alerts.hidden = els.length === 0;
+}
+
+function setPinStep(confirming, status = "") {
+  ui.pinStart.hidden = confirming;
+  ui.pinConfirm.hidden = !confirming;
+  ui.pinStatus.textContent = status;
+}
+
+async function pinRequest(method, body) {
+  const [, view] = shownChecklist();
+  if (!view) return;
+  setPinStep(false, "saving…");
+  try {
+    const r = await fetch(`/api/projects/${encodeURIComponent(view.project)}/protocol`, {
+      method, headers: { "Content-Type": "application/json" }, body: body && JSON.stringify(body),
+    });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const protocol = method === "POST" ? await r.json() : null;
+    setPinStep(false, protocol ? `Pinned ${protocol.expected.length} series as the protocol of ${view.project}.`
+      : `The protocol of ${view.project} is learnt from history again.`);
+  } catch (err) {
+    setPinStep(false, `Not saved (${err.message}); try again.`);
+  }
+}
+
+ui.pinStart.addEventListener("click", () => {
+  const [, view] = shownChecklist();
+  const n = (view?.items || []).filter((i) => i.series).length;
+  ui.pinQuestion.textContent = `Make the ${n} series of this session the expected protocol of ${fmt(view?.project)}?`;
+  setPinStep(true);
+  ui.pinYes.focus();
+});
+ui.pinNo.addEventListener("click", () => setPinStep(false));
+ui.pinYes.addEventListener("click", () => pinRequest("POST", { from_session: shownChecklist()[1]?.session }));
+ui.unpin.addEventListener("click", () => pinRequest("DELETE"));
+
 // ---------------------------------------------------------------- sync and connection
 
-async function getJSON(url) {
+async function getJSON(url, { missing } = {}) {
   const r = await fetch(url, { cache: "no-store" });
+  if (r.status === 404 && missing !== undefined) return missing;
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   return r.json();
 }
@@ -322,10 +555,15 @@ async function getJSON(url) {
 /** Rebuild the whole model from /api/stations, each station's series and /state. */
 async function sync() {
   const [snapshot, stations] = await Promise.all([getJSON("/state"), getJSON("/api/stations")]);
-  const lists = await Promise.all(
-    stations.map((s) => getJSON(`/api/stations/${encodeURIComponent(s.station)}/series`)),
-  );
+  const api = (s, what, opts) => getJSON(`/api/stations/${encodeURIComponent(s.station)}/${what}`, opts);
+  const [lists, checklists] = await Promise.all([
+    Promise.all(stations.map((s) => api(s, "series"))),
+    // 404: the station has no session yet (or the service predates checklists).
+    Promise.all(stations.map((s) => api(s, "checklist", { missing: null }))),
+  ]);
   state.stations = new Map();
+  state.checklists = new Map();
+  stations.forEach((s, i) => checklists[i] && putChecklist(s.station, checklists[i]));
   const rows = [];
   stations.forEach((s, i) => {
     station(s.station).lastSeen = s.last_seen ? new Date(s.last_seen) : null;

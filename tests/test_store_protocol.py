@@ -1,0 +1,169 @@
+"""The store's session-level part: recent sessions, pinned protocols, acknowledgements,
+and the migration of a version-1 database."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mrqart.protocol import Alert, learn_protocol
+from mrqart.session import series_key
+from mrqart.store import SCHEMA_VERSION, Store
+from mrqart.synth import DEFAULT_FIELDS
+
+USUAL = [("localizer", 3), ("T1w", 192), ("fmap", 72), ("rest", 300)]
+
+
+def record_session(store: Store, session: str, series: list[tuple[str, int]], *,
+                   project: str = "Brain^Wellness", date: str = "20261124",
+                   time: str = "101500.000000") -> None:
+    """Record ``series`` as one session, numbered 1.. in the order given."""
+    for number, (name, n_files) in enumerate(series, start=1):
+        header = {**DEFAULT_FIELDS, "Project": project, "SequenceName": name,
+                  "SeriesNumber": number, "StudyUID": session, "AcqDate": date,
+                  "AcqTime": time}
+        store.record_series(header, n_files=n_files)
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    with Store(":memory:") as s:
+        yield s
+
+
+def test_recent_sessions_newest_first_in_series_order(store: Store) -> None:
+    record_session(store, "old", USUAL[:2], date="20261120")
+    record_session(store, "new", USUAL, date="20261124", time="080000.000000")
+    record_session(store, "mid", list(reversed(USUAL)), date="20261122")
+    record_session(store, "undated", [("rest", 1)], date="null")
+    record_session(store, "other", USUAL, project="Other")
+    assert store.recent_sessions("Brain^Wellness") == [
+        USUAL, list(reversed(USUAL)), USUAL[:2], [("rest", 1)]]
+    assert store.recent_sessions("Brain^Wellness", limit=2) == [USUAL, list(reversed(USUAL))]
+    assert store.recent_sessions("Brain^Wellness", exclude="new", limit=1) == [
+        list(reversed(USUAL))]
+    assert store.recent_sessions("nobody") == []
+
+
+@pytest.mark.parametrize("asked", ["brain^wellness", " BRAIN^Wellness ", "Brain^Wellness"])
+def test_recent_sessions_match_the_project_like_templates(store: Store, asked: str) -> None:
+    record_session(store, "s1", USUAL)
+    assert store.recent_sessions(asked) == [USUAL]
+
+
+def test_a_session_is_as_recent_as_its_first_series(store: Store) -> None:
+    """A long session that started earlier is older, however late its last series."""
+    record_session(store, "long", USUAL[:1], date="20261124", time="080000.000000")
+    store.record_series({**DEFAULT_FIELDS, "Project": "Brain^Wellness", "SequenceName": "late",
+                         "SeriesNumber": 9, "StudyUID": "long", "AcqDate": "20261124",
+                         "AcqTime": "120000.000000"}, n_files=1)
+    record_session(store, "short", USUAL[:1], date="20261124", time="090000.000000")
+    assert store.recent_sessions("Brain^Wellness") == [USUAL[:1], [*USUAL[:1], ("late", 1)]]
+
+
+def test_recent_sessions_feed_learn_protocol(store: Store) -> None:
+    for i in range(3):
+        record_session(store, f"s{i}", USUAL if i else USUAL[:3], date=f"2026112{i}")
+    protocol = learn_protocol("Brain^Wellness", store.recent_sessions("Brain^Wellness"))
+    assert [(e.sequence_name, e.n_files) for e in protocol.expected] == USUAL
+
+
+def test_session_series(store: Store) -> None:
+    record_session(store, "s1", USUAL)
+    assert store.session_series("s1") == USUAL
+    assert store.session_series("unknown") == []
+
+
+def test_pin_unpin_protocol(store: Store) -> None:
+    expected = [{"sequence_name": "T1w", "n_files": 192}, {"sequence_name": "rest",
+                                                          "n_files": None}]
+    assert store.pinned_protocol("Brain^Wellness") is None
+    store.pin_protocol("Brain^Wellness", expected)
+    assert store.pinned_protocol(" brain^wellness") == expected
+    store.pin_protocol("BRAIN^WELLNESS", expected[:1])  # a second pin replaces the first
+    assert store.pinned_protocol("Brain^Wellness") == expected[:1]
+    assert store.pinned_protocol("Other") is None
+    assert store.unpin_protocol("Brain^Wellness") is True
+    assert store.unpin_protocol("Brain^Wellness") is False
+    assert store.pinned_protocol("Brain^Wellness") is None
+
+
+@pytest.mark.parametrize(
+    ("expected", "match"),
+    [
+        ([], "at least one"),
+        ([{"sequence_name": "", "n_files": 3}], "sequence_name"),
+        ([{"n_files": 3}], "sequence_name"),
+        ([{"sequence_name": "rest", "n_files": 0}], "positive"),
+        ([{"sequence_name": "rest", "n_files": 2.5}], "positive"),
+        ([{"sequence_name": "rest", "n_files": True}], "positive"),
+    ],
+)
+def test_pin_protocol_refuses_malformed(store: Store, expected: list[dict[str, Any]],
+                                        match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        store.pin_protocol("P", expected)
+    assert store.pinned_protocol("P") is None
+
+
+def alert(kind: str = "incomplete", number: int | None = 4) -> Alert:
+    key = None if number is None else series_key("1.2.3", number)
+    return Alert(id=f"{key or '1.2.3'}:{kind}", kind=kind, session="1.2.3", series=key,
+                 text=f"{kind} <b>text</b>")
+
+
+def test_acknowledge_upserts_and_keeps_history(store: Store) -> None:
+    incomplete, missing = alert(), alert("missing", None)
+    store.acknowledge(incomplete.to_json(), "participant asked to stop", "2026-11-24T10:00:00+00:00")
+    store.acknowledge(missing.to_json(), "short session", "2026-11-24T10:05:00+00:00")
+    acks = store.acks("1.2.3")
+    assert list(acks) == [incomplete.id, missing.id]
+    assert acks[incomplete.id] == {**incomplete.to_json(), "reason": "participant asked to stop",
+                                   "at": "2026-11-24T10:00:00+00:00"}
+    # A second acknowledgement replaces the reason and time.
+    store.acknowledge(incomplete.to_json(), "moved", "2026-11-24T10:09:00+00:00")
+    assert store.acks("1.2.3")[incomplete.id]["reason"] == "moved"
+    assert [a["id"] for a in store.series_acks("1.2.3", 4)] == [incomplete.id]
+    assert store.series_acks("1.2.3", 5) == []
+    assert store.acks("other") == {}
+
+
+def test_acks_survive_reopening(tmp_path: Path) -> None:
+    with Store(tmp_path / "db.sqlite") as s:
+        s.acknowledge(alert().to_json(), "ok", "2026-11-24T10:00:00+00:00")
+    with Store(tmp_path / "db.sqlite") as s:
+        assert s.series_acks("1.2.3", 4)[0]["reason"] == "ok"
+
+
+def test_version_1_database_migrates_keeping_its_series(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    with Store(path) as s:
+        record_session(s, "s1", USUAL)
+    # Make it the database a version-1 mrqart left behind.
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE ack; DROP TABLE protocol_pin; PRAGMA user_version = 1;")
+    db.close()
+    with Store(path) as s:
+        assert s.session_series("s1") == USUAL
+        s.pin_protocol("Brain^Wellness", [{"sequence_name": "rest", "n_files": 300}])
+        s.acknowledge(alert().to_json(), "ok", "2026-11-24T10:00:00+00:00")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()
+
+
+def test_protocol_is_pinned_else_learnt(store: Store) -> None:
+    assert store.protocol("Brain^Wellness").expected == ()
+    record_session(store, "s1", USUAL)
+    record_session(store, "now", [("rest", 5)])
+    learnt = store.protocol("Brain^Wellness", exclude="now")
+    assert not learnt.pinned
+    assert [(e.sequence_name, e.n_files) for e in learnt.expected] == USUAL
+    store.pin_protocol("Brain^Wellness", [{"sequence_name": "rest", "n_files": None}])
+    pinned = store.protocol("brain^wellness")
+    assert pinned.pinned and [(e.sequence_name, e.n_files) for e in pinned.expected] == [
+        ("rest", None)]
