@@ -27,6 +27,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from mrqart import synth
+from mrqart.hub import Message
 from mrqart.inotify import Flag
 from mrqart.service import Config, Pipeline, run_service
 from mrqart.store import Store
@@ -190,8 +191,12 @@ def ready(path: Path) -> FileReady:
     return FileReady(str(path), st.st_size, st.st_mtime_ns, time.monotonic())
 
 
-async def next_json(page: trio.MemoryReceiveChannel[str]) -> dict[str, Any]:
-    return json.loads(await page.receive())
+async def next_json(page: trio.MemoryReceiveChannel[Message]) -> dict[str, Any]:
+    """The next per-file hub message as the browser would read it (session checklists,
+    which follow each new series, are not what these tests are about)."""
+    while (message := await page.receive()).type == "checklist":
+        pass
+    return json.loads(message.text)
 
 
 async def test_a_file_deleted_between_event_and_read_is_reported_once(tmp_path: Path) -> None:
@@ -687,6 +692,8 @@ async def test_stalled_browser_among_100_churning_ones(tmp_path: Path) -> None:
     print(f"p50 {p50_before:.1f} ms -> {p50_during:.1f} ms with a stalled browser; "
           f"{connects} churn connections; RSS {rss_before} -> {rss_after} kB")
     assert connects >= 100
-    assert p50_during < 3 * p50_before + 5.0  # + 5 ms: both may be ~1 ms on an idle machine
+    # A stalled browser that held up the pipeline would cost seconds; 100 churning
+    # clients on 2 shared cores make both medians swing by tens of ms from run to run.
+    assert p50_during < 3 * p50_before + 20.0
     assert health["hub"]["dropped_subscribers"] == 1  # the stalled one, and only it
     assert rss_after - rss_before < 30_000
