@@ -5,8 +5,7 @@ static/, answers /state and /api/... from a scripted backend in the contract's s
 and pushes scripted messages down /ws. That keeps page tests deterministic. One test
 runs the real service end to end.
 
-``MRQART_SCREENSHOT=static/screenshot.png pytest tests/test_page.py -k screenshot``
-refreshes the README's screenshot.
+The README's screenshot is made by tests/test_page_checklist.py::test_screenshot.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -303,20 +301,6 @@ async def test_dom_stays_bounded(server: FakeServer, page: Page) -> None:
         # Counts cover the day, not only what is still on screen.
         assert await texts(page, "#n-conform") == ["500"]
         assert page.errors == []
-
-
-async def test_screenshot(server: FakeServer, page: Page, tmp_path: Path) -> None:
-    seed_realistic(server)
-    shot = tmp_path / "screenshot.png"
-    with trio.fail_after(TIMEOUT):
-        await open_page(page, f"{server.url}/station/MRC35343")
-        server.send({"station": "MRC35343", "type": "unreadable",
-                     "content": {"path": "/in/001_000007_000001.dcm", "reason": "truncated file"}})
-        await page.wait_for("document.querySelectorAll('.unreadable li').length === 1")
-        await page.screenshot(shot)
-    assert (await trio.Path(shot).read_bytes()).startswith(b"\x89PNG\r\n\x1a\n")
-    if target := os.environ.get("MRQART_SCREENSHOT"):
-        await trio.to_thread.run_sync(shutil.copyfile, shot, target)
 
 
 def learn_template(archive: Path, db: Path) -> None:
