@@ -299,6 +299,7 @@ class Pipeline:
                                              for name, n in series])
             return store.protocol(project)
 
+        await self._flush()  # the session's latest file counts go into the pin
         # errors propagate: the operator asked for this write and must see it fail
         protocol = await trio.to_thread.run_sync(pin, self.store, limiter=self._sqlite)
         if protocol is None:

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 from quart import abort, jsonify, request, websocket
@@ -37,6 +37,8 @@ STATION_ID = re.compile(r"^[\w.\- ]{1,64}$")
 MAX_WS_MESSAGE = 64 * 1024
 #: An acknowledgement's reason: a short sentence typed at the console.
 MAX_REASON = 200
+
+T = TypeVar("T")
 
 
 class Console(Protocol):
@@ -86,10 +88,7 @@ def create_app(
 
     @app.get("/api/stations/<station>/series")
     async def series(station: str) -> Any:
-        found = state.series_of(station_or_404(station))
-        if found is None:
-            abort(404, "unknown station")
-        return jsonify(found)
+        return jsonify(_or_404(state.series_of(station_or_404(station)), "unknown station"))
 
     if console is not None:
         _add_console_routes(app, console, station_or_404)
@@ -120,33 +119,37 @@ def _add_console_routes(
     @app.get("/api/stations/<station>/checklist")
     async def checklist(station: str) -> Any:
         view = console.checklist(station_or_404(station))
-        if view is None:
-            abort(404, "no session on this station yet")
-        return jsonify(view)
+        return jsonify(_or_404(view, "no session on this station yet"))
 
     @app.post("/api/alerts/<alert_id>/ack")
     async def acknowledge(alert_id: str) -> Any:
-        body = await request.get_json(force=True, silent=True)
-        reason = body.get("reason") if isinstance(body, dict) else None
-        if not isinstance(reason, str) or not 0 < len(reason.strip()) <= MAX_REASON:
+        reason = await _body_text("reason")
+        if not reason or len(reason) > MAX_REASON:
             abort(400, f"give a reason of 1 to {MAX_REASON} characters")
-        ack = await console.acknowledge(alert_id, reason.strip())
-        if ack is None:
-            abort(404, "unknown alert")
-        return jsonify(ack)
+        return jsonify(_or_404(await console.acknowledge(alert_id, reason), "unknown alert"))
 
     @app.route("/api/projects/<project>/protocol", methods=["POST", "DELETE"])
     async def pin_protocol(project: str) -> Any:
         session = None
         if request.method == "POST":
-            body = await request.get_json(force=True, silent=True)
-            session = body.get("from_session") if isinstance(body, dict) else None
-            if not isinstance(session, str) or not session:
+            session = await _body_text("from_session")
+            if not session:
                 abort(400, 'give {"from_session": SESSION}')
         protocol = await console.pin_protocol(project, session)
-        if protocol is None:
-            abort(404, "no series recorded for that session")
-        return jsonify(protocol)
+        return jsonify(_or_404(protocol, "no series recorded for that session"))
+
+
+def _or_404(value: T | None, reason: str) -> T:
+    if value is None:
+        abort(404, reason)
+    return value
+
+
+async def _body_text(name: str) -> str | None:
+    """A string field of the request's JSON body, stripped; None if absent or not text."""
+    body = await request.get_json(force=True, silent=True)
+    value = body.get(name) if isinstance(body, dict) else None
+    return value.strip() if isinstance(value, str) else None
 
 
 async def _discard_incoming() -> None:

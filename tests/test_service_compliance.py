@@ -90,6 +90,17 @@ async def test_skipped_and_short_series_raise_alerts_that_can_be_acknowledged(
                 assert await client.post("/api/alerts/nope/ack", {"reason": "x"}) == 404
                 shown = await client.get("/api/stations/AWP167046/checklist")
                 assert shown["alerts"][1]["ack"]["reason"] == "participant asked to stop"
+
+                # pin the short session 1 as the protocol: session 2's checklist follows it
+                pinned = await client.post("/api/projects/MRQART_test/protocol",
+                                           {"from_session": "1.2.live.0"})
+                assert pinned["pinned"] is True
+                assert [e["n_files"] for e in pinned["expected"]] == [2, 4]
+                checklist = (await until(ws, "checklist"))["content"]
+                assert [i["expected_files"] for i in checklist["items"]] == [2, 4]
+                assert await client.post("/api/projects/MRQART_test/protocol", {}) == 400
+                assert await client.post("/api/projects/MRQART_test/protocol",
+                                         {"from_session": "nope"}) == 404
             stop.set()
     store = Store(db)
     acks = store.acks("1.2.live.0")
