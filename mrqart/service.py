@@ -455,9 +455,11 @@ def app_from_env() -> QuartTrio:
     if not watch:
         raise RuntimeError("set MRQART_WATCH to the directories to watch (separated by ':')")
     rules = os.environ.get("MRQART_RULES")
+    db = default_db()
+    db.parent.mkdir(parents=True, exist_ok=True)
     config = Config(
         roots=tuple(Path(p) for p in watch.split(":") if p),
-        db=default_db(),
+        db=db,
         rules=Path(rules) if rules else None,
     )
     pipeline = Pipeline(config)
