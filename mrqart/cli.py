@@ -503,4 +503,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "db", "unset") is None:
         args.db = default_db()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # `mrqart templates | head`: the reader left; say nothing more, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
