@@ -57,6 +57,41 @@ class NeedHeader:
     """The name does not tell us the series (or it is new): read the header."""
 
 
+class FileSet:
+    """The distinct files of one series, kept small for weeks of uptime: a scanner-named
+    file (``001_<series>_<image>``) is one bit at its image number, any other name is
+    kept as a string. 1,000 images cost 125 bytes instead of ~100 KB of names."""
+
+    __slots__ = ("_bits", "_count", "_names")
+    #: Image numbers past this are kept as names (no megabyte bitmap for an odd number).
+    MAX_IMAGE = 1 << 20
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._names: set[str] = set()
+        self._count = 0
+
+    def add(self, name: str) -> bool:
+        """Add a file name; False if it was there already."""
+        m = SCANNER_NAME.match(name)
+        if m and (image := int(m.group(2))) < self.MAX_IMAGE:
+            byte, bit = divmod(image, 8)
+            if byte >= len(self._bits):
+                self._bits.extend(bytes(byte + 1 - len(self._bits)))
+            if self._bits[byte] >> bit & 1:
+                return False
+            self._bits[byte] |= 1 << bit
+        elif name in self._names:
+            return False
+        else:
+            self._names.add(name)
+        self._count += 1
+        return True
+
+    def __len__(self) -> int:
+        return self._count
+
+
 @dataclass(slots=True)
 class Series:
     key: str
@@ -66,7 +101,7 @@ class Series:
     sequence_name: str
     result: dict[str, Any]  # the CheckResult
     first_seen: float
-    files: set[str] = field(default_factory=set)
+    files: FileSet = field(default_factory=lambda: FileSet())
     restored_count: int = 0  # count from the store before a restart; counts never go back
     last_seen: float = 0.0
 

@@ -91,3 +91,20 @@ def test_old_series_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
         state.add_series(state.key_for(path, header(series=n)), header(series=n), RESULT, path, 1.0)
     assert [s["series_number"] for s in state.series_of("AWP1")] == [8, 7, 6, 5, 4]
     assert not state.knows("1.2.3:1")
+
+
+@pytest.mark.parametrize(
+    ("names", "count"),
+    [
+        ([], 0),
+        (["001_000017_000001.dcm", "001_000017_000002.dcm", "001_000017_000001.dcm"], 2),
+        (["MR.1", "MR.2", "MR.1"], 2),
+        (["001_000017_000009.dcm", "MR.9", "001_000017_000009.dcm"], 2),
+        ([f"001_000017_{i:06d}.dcm" for i in range(1, 1001)] * 2, 1000),
+        (["001_000017_9999999.dcm", "001_000017_9999999.dcm"], 1),  # past MAX_IMAGE: a name
+    ],
+)
+def test_file_set_counts_distinct_names(names: list[str], count: int) -> None:
+    files = session.FileSet()
+    added = [files.add(n) for n in names]
+    assert len(files) == count == sum(added)
