@@ -13,6 +13,7 @@ nursery cancels the rest and the error propagates.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -124,6 +125,9 @@ class Pipeline:
         self.store = await trio.to_thread.run_sync(
             self.open_store, self.config.db, limiter=self._sqlite
         )
+        # nibabel (~0.3 s to import) reads old CSA1 headers; import it now, not on the
+        # first file of the day from such a scanner.
+        await trio.to_thread.run_sync(importlib.import_module, "nibabel.nicom.csareader")
         try:
             await self._restore_today()
             files_send, files_receive = trio.open_memory_channel[FileReady](FILE_BUFFER)
