@@ -133,6 +133,18 @@ def _number(v: Any) -> float | None:
     return None
 
 
+def template_name(header: Mapping[str, Any]) -> str:
+    """The name a series' template is kept under: its (0008,103E) SeriesDescription, with
+    " (phase)" for phase images. Siemens field maps write the magnitude and the phase
+    series under one description with different echo times; one template for both would
+    flag one of them in every session."""
+    name = str(header.get("SequenceName", NULL))
+    image_type = header.get("ImageType")
+    if isinstance(image_type, list) and len(image_type) > 2 and image_type[2] == "P":
+        return f"{name} (phase)"
+    return name
+
+
 def squash(text: str) -> str:
     """``text`` with runs of white space collapsed to one space and the ends stripped."""
     return " ".join(text.split())

@@ -342,7 +342,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     import tomllib
 
-    from mrqart.check import DEFAULT_RULES, check, describe, load_rules
+    from mrqart.check import DEFAULT_RULES, check, describe, load_rules, template_name
     from mrqart.dicom import Unreadable, read_header
 
     try:
@@ -359,7 +359,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                     {"path": str(path), "status": "unreadable", "reason": header.reason}
                 )
             else:
-                template = store.template(str(header["Project"]), str(header["SequenceName"]))
+                template = store.template(str(header["Project"]), template_name(header))
                 verdicts.append({"path": str(path), **check(header, template, rules)})
     if args.json:
         print(json.dumps(verdicts, indent=2))

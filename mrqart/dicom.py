@@ -46,7 +46,7 @@ class Field:
 
     For a private element `creator` names the private block and `element` is the
     offset inside it (0x28 for (0019,xx28)); the block number xx is looked up per file.
-    `multi` fields are lists of numbers; the others are one value.
+    `multi` fields are lists (of numbers, or of strings for CS); the others one value.
     """
 
     name: str
@@ -88,6 +88,9 @@ FIELDS: Final[tuple[Field, ...]] = (
     Field("SeriesUID", 0x0020, 0x000E, "UI"),  # SeriesInstanceUID
     Field("EchoNumber", 0x0018, 0x0086, "IS"),  # EchoNumbers
     Field("InstanceNumber", 0x0020, 0x0013, "IS"),
+    # ImageType: a field map's phase series shares its magnitude's description (see
+    # check.template_name)
+    Field("ImageType", 0x0008, 0x0008, "CS", multi=True),
 )
 CSA_IMAGE: Final = 0x10  # (0029,xx10) CSA Image Header Info
 CSA_SERIES: Final = 0x20  # (0029,xx20) CSA Series Header Info
@@ -98,7 +101,7 @@ HEADER_KEYS: Final[tuple[str, ...]] = (
     "Operator", "Station", "Project", "SequenceName", "SequenceType", "PED_major",
     "TR", "TE", "FA", "Matrix", "PixelResol", "BWP", "BWPPE", "TA", "FoV", "Shims",
     "SequenceFile", "Manufacturer", "SoftwareVersions", "StudyUID", "SeriesUID",
-    "EchoNumber", "InstanceNumber",
+    "EchoNumber", "InstanceNumber", "ImageType",
 )  # fmt: skip
 
 _STANDARD: Final = {(f.group << 16) | f.element: f for f in FIELDS if f.creator is None}
@@ -281,6 +284,8 @@ def _decode(raw: bytes, field: Field, encoding: str) -> Any:
             return _number(text.strip(), vr)
     except ValueError:  # a malformed number spoils only its own field
         return NULL
+    if field.multi:  # a multi-valued string, e.g. ImageType ORIGINAL\PRIMARY\M\ND
+        return [t.strip() for t in text.split("\\")]
     if vr == "LT":  # free text: keep it on one line for tables and logs
         text = " ".join(text.replace("\t", " ").replace("\r", " ").replace("\n", " ").split())
     return text

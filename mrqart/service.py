@@ -31,7 +31,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from mrqart.check import DEFAULT_RULES, check, load_rules
+from mrqart.check import DEFAULT_RULES, check, load_rules, template_name
 from mrqart.compliance import Compliance
 from mrqart.dicom import Unreadable, read_header
 from mrqart.hub import Hub, Message, coalesce, receive_batches
@@ -370,7 +370,7 @@ class Pipeline:
 
 
 def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
-    return store.template(str(header.get("Project")), str(header.get("SequenceName")))
+    return store.template(str(header.get("Project")), template_name(header))
 
 
 def _as_dict(stats: Any) -> dict[str, Any]:

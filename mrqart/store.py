@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from os import PathLike
 from typing import Any, ParamSpec, Self, TypeVar
 
-from .check import NULL, PARAMS, squash
+from .check import NULL, PARAMS, squash, template_name
 from .protocol import RECENT_SESSIONS, Expected, Protocol, learn_protocol
 
 P = ParamSpec("P")
@@ -163,10 +163,12 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if type(value) is list else value
 
 
-def _set_hash(params: Mapping[str, Any]) -> str:
-    """The identity of a parameter set: equal for sets that differ only in what
-    check() cannot see (see _KEY_DECIMALS)."""
+def _set_hash(params: Mapping[str, Any], sequence_name: str) -> str:
+    """The identity of a parameter set of one template name: equal for sets that differ
+    only in what check() cannot see (see _KEY_DECIMALS)."""
     key = {p: _clean(v, _KEY_DECIMALS, fold=True) for p, v in params.items()}
+    if _fold(sequence_name) != key.get("SequenceName"):
+        key["template"] = _fold(sequence_name)  # a phase series' own sets
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -304,21 +306,24 @@ class Store:
         """The parameter set id of a header (inserting the set if new), remembered by
         the header's raw values: most series repeat a protocol already seen, and
         canonicalising is most of what recording a series costs."""
-        raw = (*(_hashable(header.get(p, NULL)) for p in PARAMS), echo_times)
+        name = template_name(header)
+        raw = (*(_hashable(header.get(p, NULL)) for p in PARAMS), echo_times, name)
         set_id = self._set_ids.get(raw)
         if set_id is None:
             if len(self._set_ids) >= _SET_CACHE_SIZE:
                 self._set_ids.clear()
-            set_id = self._set_ids[raw] = self._param_set_id(param_set_of(header, echo_times))
+            set_id = self._set_ids[raw] = self._param_set_id(
+                param_set_of(header, echo_times), name)
         return set_id
 
-    def _param_set_id(self, params: Mapping[str, Any]) -> int:
-        """The id of this parameter set, inserting it if new (caller holds a transaction)."""
-        digest = _set_hash(params)
+    def _param_set_id(self, params: Mapping[str, Any], sequence_name: str) -> int:
+        """The id of this parameter set of the template ``sequence_name`` (see
+        check.template_name), inserting it if new (caller holds a transaction)."""
+        digest = _set_hash(params, sequence_name)
         row = self._db.execute("SELECT id FROM param_set WHERE hash = ?", (digest,)).fetchone()
         if row:
             return row[0]
-        project, sequence_name = str(params["Project"]), str(params["SequenceName"])
+        project = str(params["Project"])
         cur = self._db.execute(
             """INSERT INTO param_set (hash, project, sequence_name, project_key, sequence_key,
                                       params)
@@ -490,13 +495,13 @@ class Store:
         key = _key(project, sequence_name)
         with self._write():
             if header is not None:
-                params = param_set_of(header)
-                if _key(str(params["Project"]), str(params["SequenceName"])) != key:
+                params, name = param_set_of(header), template_name(header)
+                if _key(str(params["Project"]), name) != key:
                     raise ValueError(
-                        f"the header is {params['Project']} x {params['SequenceName']}, "
+                        f"the header is {params['Project']} x {name}, "
                         f"not {project} x {sequence_name}"
                     )
-                set_id = self._param_set_id(params)
+                set_id = self._param_set_id(params, name)
             else:
                 row = self._db.execute(
                     "SELECT project_key, sequence_key FROM param_set WHERE id = ?",

@@ -72,6 +72,7 @@ DEFAULT_FIELDS: Final[dict[str, Any]] = {
     "SeriesUID": f"{UID_ROOT}.2024101616501612345678901.0.0.0",
     "EchoNumber": 1,
     "InstanceNumber": 1,
+    "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND", "NORM"],
 }
 
 
@@ -114,7 +115,6 @@ def _value_bytes(vr: str, value: Any) -> bytes:
 # Elements every MR image carries that the header dict does not read.
 _FIXED: Final = (
     (0x00080005, "CS", b"ISO_IR 100"),  # SpecificCharacterSet
-    (0x00080008, "CS", b"ORIGINAL\\PRIMARY\\M\\ND\\NORM"),  # ImageType
     (0x00080016, "UI", b"1.2.840.10008.5.1.4.1.1.4"),  # SOPClassUID: MR Image Storage
     (0x00080060, "CS", b"MR"),  # Modality
     (0x00081090, "LO", b"Prisma"),  # ManufacturerModelName
@@ -391,7 +391,8 @@ PROTOCOL: Final[tuple[dict[str, Any], ...]] = (
         "BWPPE": 3.91, "TA": "TA 05:12", "FoV": "FoV 256*256",
         "SequenceFile": "%SiemensSeq%/tfl"}},
     {"name": "fmap_mag", "n_files": 72, "echo_times": (4.92, 7.38), "fields": _FIELDMAP},
-    {"name": "fmap_phase", "n_files": 72, "fields": {**_FIELDMAP, "TE": 7.38}},
+    {"name": "fmap_phase", "n_files": 72, "fields": {
+        **_FIELDMAP, "TE": 7.38, "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]}},
     {"name": "rest", "n_files": 300, "fields": {"SequenceName": "rest"}},
     {"name": "me_bold", "n_files": 200, "echo_times": (14.2, 35.9, 57.6), "fields": {
         "SequenceName": "me_bold", "SequenceType": "epfid2d3_96", "TR": 1500.0, "FA": 70.0,

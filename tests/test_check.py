@@ -196,3 +196,21 @@ def test_load_rules_rejects_bad_files(tmp_path: Path, text: str, message: str) -
     path.write_text(text)
     with pytest.raises(RulesFileError, match=message):
         load_rules(path)
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ({"SequenceName": "gre_field_mapping", "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]},
+         "gre_field_mapping (phase)"),
+        ({"SequenceName": "gre_field_mapping", "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"]},
+         "gre_field_mapping"),
+        ({"SequenceName": "rest", "ImageType": "null"}, "rest"),
+        ({"SequenceName": "rest"}, "rest"),
+        ({}, "null"),
+    ],
+)
+def test_template_name_keeps_phase_images_apart(header: dict, name: str) -> None:
+    from mrqart.check import template_name
+
+    assert template_name(header) == name

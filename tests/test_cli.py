@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mrqart.check import template_name
 from mrqart.cli import main
 from mrqart.synth import PROTOCOL, write_dicom, write_session
 
@@ -90,7 +91,9 @@ def test_templates_list(imported: Path, db: Path, capsys: pytest.CaptureFixture[
     assert any("me_bold" in line and "14.2, 35.9, 57.6" in line for line in lines)
     assert main(["templates", "--json", "--db", str(db)]) == 0
     templates = json.loads(capsys.readouterr().out)
-    names = {p["fields"]["SequenceName"] for p in PROTOCOL}
+    # the field map's phase series has a template of its own (check.template_name)
+    names = {template_name(p["fields"]) for p in PROTOCOL}
+    assert "gre_field_mapping (phase)" in names
     assert {t["sequence_name"] for t in templates} == names
 
 
@@ -99,22 +102,25 @@ def test_templates_empty(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no templates yet" in capsys.readouterr().out
 
 
-def test_templates_pin_set_and_unpin(imported: Path, db: Path,
+def test_templates_pin_set_and_unpin(imported: Path, db: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["templates", "--db", str(db), "--json", "sets", "mrqart_test",
-                 "gre_field_mapping"]) == 0
+    # a second session whose rest had TR 2000: two parameter sets for rest
+    write_session(tmp_path / "archive2", scale=0.02, wrong={"rest": {"TR": 2000.0}})
+    assert main(["import", str(tmp_path / "archive2"), "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["templates", "--db", str(db), "--json", "sets", "mrqart_test", "REST"]) == 0
     sets = json.loads(capsys.readouterr().out)
     assert len(sets) == 2
     second = sets[1]["id"]
-    assert main(["templates", "pin", "MRQART_test", "gre_field_mapping", "--set", str(second),
+    assert main(["templates", "pin", "MRQART_test", "rest", "--set", str(second),
                  "--db", str(db)]) == 0
     assert f"pinned parameter set {second}" in capsys.readouterr().out
-    assert main(["templates", "sets", "MRQART_test", "gre_field_mapping", "--db", str(db)]) == 0
+    assert main(["templates", "sets", "MRQART_test", "rest", "--db", str(db)]) == 0
     first_row = capsys.readouterr().out.splitlines()[1].split()
     assert first_row[:3] == [str(second), "1", "pinned"]
-    assert main(["templates", "unpin", "MRQART_test", "gre_field_mapping", "--db", str(db)]) == 0
+    assert main(["templates", "unpin", "MRQART_test", "rest", "--db", str(db)]) == 0
     assert "unpinned" in capsys.readouterr().out
-    assert main(["templates", "pin", "MRQART_test", "rest", "--set", str(second),
+    assert main(["templates", "pin", "MRQART_test", "t1_mprage", "--set", str(second),
                  "--db", str(db)]) == 2
     assert "no parameter set" in capsys.readouterr().err
 

@@ -74,6 +74,7 @@ OTHER_VALUES: dict[str, Any] = {
     "SeriesUID": "1.2.3.4.5.6",
     "EchoNumber": 3,
     "InstanceNumber": 1234,
+    "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"],
 }
 
 

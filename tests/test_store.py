@@ -332,3 +332,16 @@ def test_names_match_beyond_ascii_and_white_space(store: Store, recorded: str, a
     assert store.template(asked, "rewardedanti") is not None
     store.pin(asked, "RewardedAnti", header=series(Project=recorded, TR=900.0))
     assert template_of(store, asked)["TR"] == 900.0
+
+
+def test_phase_and_magnitude_of_one_field_map_have_their_own_templates(store: Store) -> None:
+    magnitude = {**BASE, "SequenceName": "fmap", "TE": 4.92,
+                 "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"]}
+    phase = {**magnitude, "SeriesNumber": 99, "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]}
+    store.record_series(magnitude, n_files=2, session="s1")
+    store.record_series(phase, n_files=1, session="s1")  # the same parameters, another image
+    project = "Brain^Wellness"
+    assert store.template(project, "fmap")["TE"] == 4.92
+    assert store.template(project, "fmap (phase)")["TE"] == 4.92
+    assert [s["count"] for s in store.param_sets(project, "fmap")] == [1]
+    assert [s["count"] for s in store.param_sets(project, "fmap (phase)")] == [1]
