@@ -245,6 +245,7 @@ class Pipeline:
         now = time.time()
         alerts = []
         if self.compliance.session_of(station) != session:
+            await self._flush()  # the last session's final counts teach the protocol
             project = str(header.get("Project"))
             protocol = await self._store_call(
                 lambda s: s.protocol(project, exclude=session), default=Protocol(project, ())
