@@ -1,15 +1,15 @@
 # mrqart recipes (https://just.systems; `pip install rust-just` provides `just`)
 
-dir := "/tmp/mrqart-scanner"
+scratch := "/tmp/mrqart-scanner"
 
-# Run the service on a directory (default: a scratch directory for demos)
-run *args=dir:
-    mkdir -p {{args}}
-    python -m mrqart {{args}}
+# Run the service on a directory (default: a scratch directory for demos), e.g. just run /srv/scanner --port 9000
+run dir=scratch *args:
+    mkdir -p {{dir}}
+    python -m mrqart {{dir}} {{args}}
 
-# Write a synthetic session into the directory the service watches
-simulate *args=dir:
-    python -m mrqart simulate {{args}}
+# Write a synthetic session into the directory the service watches, e.g. just simulate /tmp/mrqart-scanner --wrong rest:TR=2000
+simulate dir=scratch *args:
+    python -m mrqart simulate {{dir}} {{args}}
 
 # The whole test suite (browser and fault tests included)
 test *args:
