@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from mrqart.protocol import FINISHED_AFTER_MINUTES
 from mrqart.synth import PROTOCOL
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", type=Path, default=None, help="TOML file overriding the comparison rules")
     p.add_argument("--no-catch-up", action="store_true",
                    help="do not deliver files already in today's session directories at start")
+    p.add_argument("--finish-minutes", type=float, default=FINISHED_AFTER_MINUTES, metavar="MINUTES",
+                   help="a session with no new file for this long is finished and its "
+                   "missing series are reported (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_db(p)
     p.set_defaults(func=cmd_run)
@@ -192,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     config = service.Config(
         roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
-        rules=args.rules, catch_up=not args.no_catch_up,
+        rules=args.rules, catch_up=not args.no_catch_up, finish_minutes=args.finish_minutes,
     )
     try:
         trio.run(service.main, config)

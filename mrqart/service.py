@@ -228,12 +228,11 @@ class Pipeline:
             )
 
     def _count(self, key: str, path: str) -> list[Message]:
-        now = time.time()
-        n = self.state.add_file(key, path, now)
+        n = self.state.add_file(key, path, time.time())
         if n is None:
             return []
         station = self.state.get(key).station
-        self.compliance.on_count(station, key, n, now)
+        self.compliance.on_count(station, key, n, trio.current_time())
         return [Message(station, "update", n, series=key)]
 
     # -- session-level compliance -------------------------------------------------
@@ -241,8 +240,11 @@ class Pipeline:
         self, station: str, session: str, key: str, header: dict[str, Any]
     ) -> list[Message]:
         """Place a new series on its station's checklist (a new session first learns its
-        project's protocol); the alerts raised and the checklist to show."""
-        now = time.time()
+        project's protocol); the alerts raised and the checklist to show.
+
+        Session timing runs on trio's clock (quiet sessions are found by a sleeping
+        task, and tests drive it with an autojump clock); the page shows wall time."""
+        now = trio.current_time()
         alerts = []
         if self.compliance.session_of(station) != session:
             await self._flush()  # the last session's final counts teach the protocol
@@ -267,7 +269,7 @@ class Pipeline:
         async with messages:
             while True:
                 await trio.sleep(min(30.0, self.compliance.finish_minutes * 60 / 4))
-                for station, alerts in self.compliance.finish_quiet(time.time()).items():
+                for station, alerts in self.compliance.finish_quiet(trio.current_time()).items():
                     for message in self._compliance_messages(station, alerts):
                         await messages.send(message)
 
@@ -451,8 +453,8 @@ async def main(config: Config) -> None:
 def app_from_env() -> QuartTrio:
     """The app for ``hypercorn --worker-class trio 'mrqart.service:app_from_env()'``.
 
-    Configured by MRQART_WATCH (directories, separated by ':'), MRQART_DB and
-    MRQART_RULES; the app's lifespan starts the same pipeline in the app's nursery.
+    Configured by MRQART_WATCH (directories, separated by ':'), MRQART_DB, MRQART_RULES
+    and MRQART_FINISH_MINUTES; the app's lifespan starts the same pipeline in the app's nursery.
     """
     from mrqart.cli import default_db
 
@@ -460,12 +462,14 @@ def app_from_env() -> QuartTrio:
     if not watch:
         raise RuntimeError("set MRQART_WATCH to the directories to watch (separated by ':')")
     rules = os.environ.get("MRQART_RULES")
+    finish = os.environ.get("MRQART_FINISH_MINUTES")
     db = default_db()
     db.parent.mkdir(parents=True, exist_ok=True)
     config = Config(
         roots=tuple(Path(p) for p in watch.split(":") if p),
         db=db,
         rules=Path(rules) if rules else None,
+        finish_minutes=float(finish) if finish else FINISHED_AFTER_MINUTES,
     )
     pipeline = Pipeline(config)
     app = _build_app(pipeline)

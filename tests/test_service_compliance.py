@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from trio_websocket import open_websocket_url
 from mrqart import synth
 from mrqart.dicom import read_header
 from mrqart.inotify import Flag
-from mrqart.service import Config, run_service
+from mrqart.service import Config, Pipeline, run_service
 from mrqart.store import Store
 from mrqart.watcher import MemoryEventSource
 
@@ -135,3 +136,37 @@ class _client:
                 return error.code
 
         return await trio.to_thread.run_sync(call)
+
+
+async def test_a_quiet_session_reports_its_missing_series(tmp_path: Path, mock_clock) -> None:
+    """No file for finish_minutes: the session is finished and what never came is reported.
+    Once the series is in, trio's clock jumps ahead whenever every task waits, so ten
+    minutes pass at once (not before: starting waits on worker threads, which the clock
+    would jump over)."""
+    root = tmp_path / "scanner"
+    (root / "session").mkdir(parents=True)
+    db = tmp_path / "db.sqlite"
+    record_past_sessions(db, tmp_path)
+    source = MemoryEventSource()
+    pipeline = Pipeline(Config(roots=(root,), db=db, port=0, catch_up=False, finish_minutes=10),
+                        source=source)
+    path = root / "session" / "001_000001_000001.dcm"
+    synth.write_dicom(path, SequenceName="fmap", SeriesNumber=1, StudyUID="1.2.live.0")
+    with trio.fail_after(3600):  # virtual seconds
+        async with trio.open_nursery() as nursery, pipeline.hub.subscribe() as page:
+            await nursery.start(pipeline.run)
+            source.emit(path, Flag.CLOSE_WRITE)
+            while (await page.receive()).type != "checklist":
+                pass
+            mock_clock.autojump_threshold = 0
+            started = trio.current_time()
+            alerts = []
+            while len(alerts) < 2:
+                message = await page.receive()
+                if message.type == "alert":
+                    alerts.append(message.content["text"])
+            waited = trio.current_time() - started
+            mock_clock.autojump_threshold = math.inf  # shutting down waits on threads again
+            nursery.cancel_scope.cancel()
+    assert alerts == ["fmap series 1 incomplete: 1 of 2", "missing: rest, dwi"]
+    assert 10 * 60 <= waited <= 11 * 60
