@@ -52,11 +52,21 @@ class Compliance:
         current.last_file = now
         return self._remember(station, current.checklist.on_series(key, header))
 
-    def on_count(self, station: str, key: str, n_files: int, now: float) -> None:
+    def on_count(
+        self, station: str, key: str, n_files: int, now: float
+    ) -> tuple[list[Alert], list[Alert]]:
+        """Another file counted; the alerts it (updates, resolves). Resolved ones are
+        forgotten here."""
         current = self._current.get(station)
-        if current is not None:
-            current.last_file = now
-            current.checklist.on_count(key, n_files)
+        if current is None:
+            return [], []
+        current.last_file = now
+        updated, resolved = current.checklist.on_count(key, n_files)
+        self._remember(station, updated)
+        for alert in resolved:
+            self._alerts.get(station, {}).pop(alert.id, None)
+            self._acks.pop(alert.id, None)
+        return updated, resolved
 
     def finish_quiet(self, now: float) -> dict[str, list[Alert]]:
         """Finish the sessions that had no file for ``finish_minutes``; alerts by station."""

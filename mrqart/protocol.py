@@ -165,6 +165,7 @@ class Checklist:
     series: list[_Seen] = field(default_factory=list)
     finished: bool = False
     _running: _Seen | None = None
+    _incomplete: dict[str, Alert] = field(default_factory=dict)  # series key -> open alert
 
     def on_series(self, key: str, header: dict[str, Any]) -> list[Alert]:
         """A new series started: close the previous one, place this one, run the rules."""
@@ -177,11 +178,24 @@ class Checklist:
         self._running = seen
         return alerts
 
-    def on_count(self, key: str, n_files: int) -> None:
+    def on_count(self, key: str, n_files: int) -> tuple[list[Alert], list[Alert]]:
+        """Another file of a series; the "incomplete" alerts this count (updated, resolved).
+
+        A series is judged when the next one starts, but files can arrive late: the
+        watcher holds back files found by a directory scan until they settle, so a burst
+        can reach us out of order. A late file updates its series' alert ("5 of 8", not
+        "1 of 8"), and one that completes the series takes the alert back."""
         for seen in reversed(self.series):
             if seen.key == key:
                 seen.n_files = max(seen.n_files, n_files)
-                return
+                if key not in self._incomplete or seen.slot is None:
+                    return [], []
+                expected = self.protocol.expected[seen.slot].n_files or 0
+                if seen.n_files >= expected:
+                    return [], [self._incomplete.pop(key)]
+                self._incomplete[key] = alert = self._incomplete_alert(seen, expected)
+                return [alert], []
+        return [], []
 
     def finish(self) -> list[Alert]:
         """The session ended (a new one started, or it went quiet): the last series is
@@ -252,11 +266,15 @@ class Checklist:
         expected = self.protocol.expected[running.slot].n_files
         if expected is None or running.n_files >= expected:
             return []
-        return [Alert(
-            id=f"{running.key}:incomplete", kind="incomplete", session=self.session,
-            series=running.key, text=f"{running.sequence_name} series {running.series_number} "
-            f"incomplete: {running.n_files} of {expected}",
-        )]
+        alert = self._incomplete[running.key] = self._incomplete_alert(running, expected)
+        return [alert]
+
+    def _incomplete_alert(self, seen: _Seen, expected: int) -> Alert:
+        return Alert(
+            id=f"{seen.key}:incomplete", kind="incomplete", session=self.session,
+            series=seen.key, text=f"{seen.sequence_name} series {seen.series_number} "
+            f"incomplete: {seen.n_files} of {expected}",
+        )
 
     def _cross_series(self, seen: _Seen) -> list[Alert]:
         alerts = []

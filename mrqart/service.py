@@ -232,8 +232,13 @@ class Pipeline:
         if n is None:
             return []
         station = self.state.get(key).station
-        self.compliance.on_count(station, key, n, trio.current_time())
-        return [Message(station, "update", n, series=key)]
+        messages = [Message(station, "update", n, series=key)]
+        updated, resolved = self.compliance.on_count(station, key, n, trio.current_time())
+        messages += [Message(station, "alert", self.compliance.alert_json(a)) for a in updated]
+        messages += [Message(station, "resolved", {"id": a.id}) for a in resolved]
+        if resolved:
+            messages.append(Message(station, "checklist", self.compliance.view(station)))
+        return messages
 
     # -- session-level compliance -------------------------------------------------
     async def _on_new_series(

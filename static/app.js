@@ -321,6 +321,10 @@ function handle(msg) {
     case "ack":
       applyAck(msg.content);
       break;
+    case "resolved": // late files completed a series: its "incomplete" alert is withdrawn
+      state.alerts.delete(msg.content.id);
+      renderAlerts();
+      break;
     case "unreadable":
       addUnreadable(msg.station, msg.content || {});
       break;

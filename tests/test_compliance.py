@@ -46,3 +46,14 @@ def test_acknowledged_alerts_carry_their_reason() -> None:
     (shown,) = c.view("AWP1")["alerts"]
     assert shown["ack"] == {"reason": "participant asked to stop", "at": "2026-11-24T10:00:00"}
     assert c.alert("nope") is None
+
+
+def test_a_resolved_alert_leaves_the_view() -> None:
+    c = Compliance()
+    c.start_session("AWP1", "S1", PROTOCOL, now=0.0)
+    c.on_series("AWP1", "S1:1", header(1, "fmap"), now=0.0)
+    (alert,) = c.on_series("AWP1", "S1:2", header(2, "rest"), now=1.0)
+    assert [a["id"] for a in c.view("AWP1")["alerts"]] == [alert.id]
+    assert c.on_count("AWP1", "S1:1", 2, now=2.0) == ([], [alert])
+    assert c.view("AWP1")["alerts"] == []
+    assert c.alert(alert.id) is None

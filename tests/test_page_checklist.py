@@ -11,8 +11,11 @@ refreshes the README's screenshot (the checklist beside the series).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -330,17 +333,36 @@ def learn_history(archive: Path, db: Path) -> None:
         import_paths([archive], store)
 
 
-def short_session(root: Path) -> str:
-    """A session that stops T1 at 5 of 8 files and skips dwi, then the next session's
-    first file (which ends it); returns the short session's StudyUID."""
+def short_session(root: Path) -> tuple[Path, str]:
+    """A session that stops T1 at 5 of 8 files and skips dwi; returns its directory and
+    StudyUID."""
     from mrqart.dicom import read_header
 
     skipped = [USUAL[0], {**USUAL[1], "n_files": 5}, USUAL[2]]
     session = write_session(root, when=dt.datetime.now().replace(microsecond=0), protocol=skipped)
-    write_session(root, protocol=USUAL[:1], subject="MRQART_test_sub02")
     header = read_header(next(session.glob("*.dcm")))
     assert isinstance(header, dict)
-    return str(header["StudyUID"])
+    return session, str(header["StudyUID"])
+
+
+async def series_of(url: str) -> list[dict[str, Any]]:
+    """The station's series from the API; none before its first series (404)."""
+
+    def get() -> list[dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return []
+            raise
+
+    return await trio.to_thread.run_sync(get)
+
+
+def next_session(root: Path) -> None:
+    """The next participant's first series: it ends the short session."""
+    write_session(root, protocol=USUAL[:1], subject="MRQART_test_sub02")
 
 
 @pytest.mark.skipif("/checklist" not in WEB.read_text(), reason="the service has no checklist yet")
@@ -357,7 +379,16 @@ async def test_end_to_end_skipped_and_short_series(browser: Page, tmp_path: Path
         async with trio.open_nursery() as nursery:
             url = await nursery.start(partial(run_service, Config(roots=(root,), db=db, port=0)))
             await open_page(browser, f"{url}/station/{DEFAULT_FIELDS['Station']}")
-            study = await trio.to_thread.run_sync(short_session, root)
+            session, study = await trio.to_thread.run_sync(short_session, root)
+            # Sessions are minutes apart: the next one starts once this one is all in
+            # (a burst written within milliseconds would reach the service partly held
+            # back by the watcher's settle delay for files found by a directory scan).
+            n_written = len(list(session.iterdir()))
+            series_url = f"{url}/api/stations/{DEFAULT_FIELDS['Station']}/series"
+            while sum(s["n_files"] for s in await series_of(series_url)
+                      if s["session"] == study) < n_written:
+                await trio.sleep(0.05)  # polling the service, not ordering our own steps
+            await trio.to_thread.run_sync(next_session, root)
             await browser.wait_for(f"{alert_texts}.some(t => t.includes('incomplete: 5 of 8'))")
             await browser.wait_for(f"{alert_texts}.some(t => t.startsWith('missing: ') "
                                 "&& t.includes('dwi_mb3_b1000'))")

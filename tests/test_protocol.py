@@ -97,3 +97,16 @@ def test_no_fieldmap_no_cross_series_alert() -> None:
 @pytest.mark.parametrize(("last", "now", "finished"), [(0, 599, False), (0, 600, True)])
 def test_looks_finished(last: float, now: float, finished: bool) -> None:
     assert looks_finished(last, now, minutes=10) is finished
+
+
+def test_late_files_resolve_an_incomplete_alert() -> None:
+    c = Checklist("S", protocol())
+    c.on_series("S:2", header(2, "rest"))
+    assert c.on_count("S:2", 100) == ([], [])
+    (alert,) = c.on_series("S:3", header(3, "dwi"))  # rest judged at 100 of 300
+    (updated,), resolved = c.on_count("S:2", 299)  # held-back files arrive after all
+    assert (updated.id, updated.text, resolved) == (
+        alert.id, "rest series 2 incomplete: 299 of 300", [])
+    assert c.on_count("S:2", 300) == ([], [updated])
+    assert c.on_count("S:2", 300) == ([], [])
+    assert states(c)[1] == ("rest", "done")
