@@ -692,8 +692,9 @@ async def test_stalled_browser_among_100_churning_ones(tmp_path: Path) -> None:
     print(f"p50 {p50_before:.1f} ms -> {p50_during:.1f} ms with a stalled browser; "
           f"{connects} churn connections; RSS {rss_before} -> {rss_after} kB")
     assert connects >= 100
-    # A stalled browser that held up the pipeline would cost seconds; 100 churning
-    # clients on 2 shared cores make both medians swing by tens of ms from run to run.
-    assert p50_during < 3 * p50_before + 20.0
+    # A stalled browser that held up the pipeline would cost seconds (500 files at 100/s);
+    # 100 churning clients on 2 shared cores make both medians swing between ~5 and
+    # ~130 ms from run to run, whichever phase has the stalled browser.
+    assert p50_during < 3 * p50_before + 150.0
     assert health["hub"]["dropped_subscribers"] == 1  # the stalled one, and only it
     assert rss_after - rss_before < 30_000
