@@ -122,12 +122,12 @@ class Pipeline:
         Owns the store (closed on exit) and both channels; backpressure is blocking
         sends from the watcher down, the hub never blocks on a browser.
         """
+        # nibabel (~0.3 s to import) reads old CSA1 headers; import it now, not on the
+        # first file from such a scanner.
+        await trio.to_thread.run_sync(importlib.import_module, "nibabel.nicom.csareader")
         self.store = await trio.to_thread.run_sync(
             self.open_store, self.config.db, limiter=self._sqlite
         )
-        # nibabel (~0.3 s to import) reads old CSA1 headers; import it now, not on the
-        # first file of the day from such a scanner.
-        await trio.to_thread.run_sync(importlib.import_module, "nibabel.nicom.csareader")
         try:
             await self._restore_today()
             files_send, files_receive = trio.open_memory_channel[FileReady](FILE_BUFFER)
@@ -150,7 +150,7 @@ class Pipeline:
             "unreadable": self.unreadable,
             "store_ok": not self._store_failing,
             "hub": asdict(self.hub.statistics()),
-            "watcher": _as_dict(self.watcher.statistics()),
+            "watcher": asdict(self.watcher.statistics()),
         }
 
     # -- the session task -------------------------------------------------------
@@ -379,10 +379,6 @@ class Pipeline:
 
 def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
     return store.template(str(header.get("Project")), template_name(header))
-
-
-def _as_dict(stats: Any) -> dict[str, Any]:
-    return asdict(stats) if hasattr(stats, "__dataclass_fields__") else dict(vars(stats))
 
 
 def _build_app(pipeline: Pipeline) -> QuartTrio:
