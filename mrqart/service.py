@@ -346,9 +346,10 @@ class Pipeline:
             return
 
         def write(store: Store) -> bool:
-            for series in dirty:
-                store.record_series(series.result["input"], n_files=series.n_files,
-                                    source="live", session=series.session)
+            with store.batch():  # one commit for the lot
+                for series in dirty:
+                    store.record_series(series.result["input"], n_files=series.n_files,
+                                        source="live", session=series.session)
             return True
 
         if await self._store_call(write, write=True) is None:

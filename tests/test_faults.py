@@ -42,7 +42,14 @@ from tests.faultkit import (
     start_service,
     stop_churn,
 )
-from tests.test_service import SESSION, TODAY, http_json, learn_template, next_message
+from tests.test_service import (
+    SESSION,
+    TODAY,
+    http_json,
+    learn_template,
+    next_message,
+    station_series,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -292,17 +299,9 @@ async def test_read_only_database_verdicts_go_on_error_logged_once(
 # --- the kernel queue overflows ---------------------------------------------------
 
 
-async def view(url: str) -> list[dict[str, Any]]:
-    """The station's series as the service shows them ([] before its first series)."""
-    try:
-        return await http_json(f"{url}/api/stations/{STATION}/series")
-    except OSError:  # 404 before the station's first series
-        return []
-
-
 async def counts(url: str, want: dict[int, int]) -> bool:
     """Whether the service's view shows exactly these file counts per series number."""
-    return {s["series_number"]: s["n_files"] for s in await view(url)} == want
+    return {s["series_number"]: s["n_files"] for s in await station_series(url, STATION)} == want
 
 
 def kernel_queue_size() -> int:
@@ -373,7 +372,7 @@ async def test_200_session_directories_at_once(tmp_path: Path) -> None:
             await trio.to_thread.run_sync(burst)
 
             async def all_counted() -> list[dict[str, Any]] | None:
-                series = await view(url)
+                series = await station_series(url, STATION)
                 done = len(series) == n_dirs and all(s["n_files"] == per_dir for s in series)
                 return series if done else None
 
@@ -402,7 +401,7 @@ async def test_sigkill_mid_session_then_restart(tmp_path: Path) -> None:
             await trio.to_thread.run_sync(write_series, session, 5, blob5, range(1, 51))
             write_series(session, 6, blob6, range(1, 2))
             await poll(lambda: counts(service.url, {5: 50, 6: 1}))
-            before = await view(service.url)
+            before = await station_series(service.url, STATION)
     finally:
         service.proc.kill()
         await trio.to_thread.run_sync(service.proc.wait)

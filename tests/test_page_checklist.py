@@ -11,11 +11,8 @@ refreshes the README's screenshot (the checklist beside the series).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,6 +38,7 @@ from test_page import (  # noqa: F401 (chromium: the fixture that skips without 
 )
 
 from mrqart.synth import DEFAULT_FIELDS, PROTOCOL, write_session
+from tests.test_service import station_series
 
 pytestmark = pytest.mark.browser
 
@@ -345,21 +343,6 @@ def short_session(root: Path) -> tuple[Path, str]:
     return session, str(header["StudyUID"])
 
 
-async def series_of(url: str) -> list[dict[str, Any]]:
-    """The station's series from the API; none before its first series (404)."""
-
-    def get() -> list[dict[str, Any]]:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return json.load(r)
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return []
-            raise
-
-    return await trio.to_thread.run_sync(get)
-
-
 def next_session(root: Path) -> None:
     """The next participant's first series: it ends the short session."""
     write_session(root, protocol=USUAL[:1], subject="MRQART_test_sub02")
@@ -384,8 +367,7 @@ async def test_end_to_end_skipped_and_short_series(browser: Page, tmp_path: Path
             # (a burst written within milliseconds would reach the service partly held
             # back by the watcher's settle delay for files found by a directory scan).
             n_written = len(list(session.iterdir()))
-            series_url = f"{url}/api/stations/{DEFAULT_FIELDS['Station']}/series"
-            while sum(s["n_files"] for s in await series_of(series_url)
+            while sum(s["n_files"] for s in await station_series(url, DEFAULT_FIELDS["Station"])
                       if s["session"] == study) < n_written:
                 await trio.sleep(0.05)  # polling the service, not ordering our own steps
             await trio.to_thread.run_sync(next_session, root)

@@ -100,15 +100,28 @@ async def test_fake_events_through_the_service(tmp_path: Path) -> None:
     assert rows[3] == 2 and rows[4] == 1
 
 
-async def http_json(url: str) -> Any:
-    """GET a JSON document (urllib in a worker thread: no blocking call on the loop)."""
-    from urllib.request import urlopen
+async def http_json(url: str, body: dict[str, Any] | None = None) -> Any:
+    """GET ``url`` (POST ``body`` when given) and return its JSON, or the status code of
+    an HTTP error (urllib in a worker thread: no blocking call on the loop)."""
+    from urllib.error import HTTPError
+    from urllib.request import Request, urlopen
 
-    def get() -> Any:
-        with urlopen(url, timeout=5) as r:
-            return json.load(r)
+    def call() -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urlopen(req, timeout=5) as r:
+                return json.load(r)
+        except HTTPError as error:
+            return error.code
 
-    return await trio.to_thread.run_sync(get)
+    return await trio.to_thread.run_sync(call)
+
+
+async def station_series(url: str, station: str) -> list[dict[str, Any]]:
+    """A station's series as the service shows them; [] before its first series (404)."""
+    found = await http_json(f"{url}/api/stations/{station}/series")
+    return [] if found == 404 else found
 
 
 async def test_real_inotify_restart_and_catch_up(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from mrqart.inotify import Flag
 from mrqart.service import Config, Pipeline, run_service
 from mrqart.store import Store
 from mrqart.watcher import MemoryEventSource
+from tests.test_service import http_json
 
 PROTOCOL = [("fmap", 2), ("rest", 6), ("dwi", 3)]
 
@@ -81,61 +82,31 @@ async def test_skipped_and_short_series_raise_alerts_that_can_be_acknowledged(
                 assert checklist["items"][0]["state"] == "running"
                 assert [a["kind"] for a in checklist["alerts"]] == ["missing", "incomplete"]
 
-                client = _client(url)
-                reply = await client.post(f"/api/alerts/{alerts[0]['id']}/ack",
+                reply = await http_json(f"{url}/api/alerts/{alerts[0]['id']}/ack",
                                           {"reason": "participant asked to stop"})
                 assert reply["reason"] == "participant asked to stop"
                 ack = (await until(ws, "ack"))["content"]
                 assert ack["id"] == alerts[0]["id"]
-                assert await client.post(f"/api/alerts/{alerts[0]['id']}/ack", {"reason": " "}) == 400
-                assert await client.post("/api/alerts/nope/ack", {"reason": "x"}) == 404
-                shown = await client.get("/api/stations/AWP167046/checklist")
+                assert await http_json(f"{url}/api/alerts/{alerts[0]['id']}/ack", {"reason": " "}) == 400
+                assert await http_json(f"{url}/api/alerts/nope/ack", {"reason": "x"}) == 404
+                shown = await http_json(f"{url}/api/stations/AWP167046/checklist")
                 assert shown["alerts"][1]["ack"]["reason"] == "participant asked to stop"
 
                 # pin the short session 1 as the protocol: session 2's checklist follows it
-                pinned = await client.post("/api/projects/MRQART_test/protocol",
+                pinned = await http_json(f"{url}/api/projects/MRQART_test/protocol",
                                            {"from_session": "1.2.live.0"})
                 assert pinned["pinned"] is True
                 assert [e["n_files"] for e in pinned["expected"]] == [2, 4]
                 checklist = (await until(ws, "checklist"))["content"]
                 assert [i["expected_files"] for i in checklist["items"]] == [2, 4]
-                assert await client.post("/api/projects/MRQART_test/protocol", {}) == 400
-                assert await client.post("/api/projects/MRQART_test/protocol",
+                assert await http_json(f"{url}/api/projects/MRQART_test/protocol", {}) == 400
+                assert await http_json(f"{url}/api/projects/MRQART_test/protocol",
                                          {"from_session": "nope"}) == 404
             stop.set()
     store = Store(db)
     acks = store.acks("1.2.live.0")
     store.close()
     assert [a["reason"] for a in acks.values()] == ["participant asked to stop"]
-
-
-class _client:
-    """A tiny JSON HTTP client over urllib, run in a worker thread."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def get(self, path: str) -> Any:
-        return await self._request("GET", path, None)
-
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
-        return await self._request("POST", path, body)
-
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        from urllib.error import HTTPError
-        from urllib.request import Request, urlopen
-
-        def call() -> Any:
-            data = json.dumps(body).encode() if body is not None else None
-            req = Request(self.url + path, data=data, method=method,
-                          headers={"Content-Type": "application/json"})
-            try:
-                with urlopen(req, timeout=5) as r:
-                    return json.load(r)
-            except HTTPError as error:
-                return error.code
-
-        return await trio.to_thread.run_sync(call)
 
 
 async def test_a_quiet_session_reports_its_missing_series(tmp_path: Path, mock_clock) -> None:
