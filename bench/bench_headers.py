@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import record
 
 from mrqart import synth
-from mrqart.dicom import read_header
+from mrqart.headers import read_header
 
 with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
     warnings.simplefilter("ignore", UserWarning)

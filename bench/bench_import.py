@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from results import record  # bench/ is on the path only from here
 
-from mrqart.dicom import read_header
+from mrqart.headers import read_header
 from mrqart.importer import import_paths
 from mrqart.store import Store
 from mrqart.synth import write_dicom

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # mrqart, unins
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # results
 from results import record
 
-from mrqart.watcher import FileReady, Watcher
+from mrqart.ingest.watcher import FileReady, Watcher
 
 PAYLOAD = b"\0" * 1024
 BACKLOG = 8000  # files: 16,000 events, under the default max_queued_events (16,384)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mrqart.protocol import FINISHED_AFTER_MINUTES
+from mrqart.config import Config, default_db
+from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
 from mrqart.synth import PROTOCOL
 
 if TYPE_CHECKING:
@@ -27,14 +28,6 @@ if TYPE_CHECKING:
 SUBCOMMANDS = ("run", "simulate", "import", "check", "templates", "protocol")
 #: The series names of the simulated protocol, for --help and --wrong.
 SIMULATED_SERIES = tuple(series["name"] for series in PROTOCOL)
-
-
-def default_db() -> Path:
-    """The per-user database: ``$MRQART_DB``, else ``$XDG_DATA_HOME/mrqart/mrqart.sqlite``."""
-    if env := os.environ.get("MRQART_DB"):
-        return Path(env)
-    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data_home) / "mrqart" / "mrqart.sqlite"
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -182,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
 
-    from mrqart import service
+    from mrqart.live import service
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -194,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     args.db.parent.mkdir(parents=True, exist_ok=True)
-    config = service.Config(
+    config = Config(
         roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
         rules=args.rules, catch_up=not args.no_catch_up, finish_minutes=args.finish_minutes,
     )
@@ -346,8 +339,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     import tomllib
 
-    from mrqart.check import DEFAULT_RULES, check, describe, load_rules, template_name
-    from mrqart.dicom import Unreadable, read_header
+    from mrqart.headers import Unreadable, read_header
+    from mrqart.rules.check import DEFAULT_RULES, check, describe, load_rules, template_name
 
     try:
         rules = load_rules(args.rules) if args.rules else DEFAULT_RULES
@@ -389,7 +382,7 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _sets_table(sets: list[dict[str, Any]], *, names: bool) -> str:
-    from mrqart.check import fmt
+    from mrqart.rules.check import fmt
 
     head = ["ID", "SERIES", "PINNED", *(["PROJECT", "SEQUENCE"] if names else []),
             *_SHOWN_PARAMS, "LAST SEEN"]
@@ -403,7 +396,7 @@ def _sets_table(sets: list[dict[str, Any]], *, names: bool) -> str:
 
 @_database_errors
 def cmd_templates(args: argparse.Namespace) -> int:
-    from mrqart.dicom import Unreadable, read_header
+    from mrqart.headers import Unreadable, read_header
 
     with _open_store(args.db) as store:
         if args.action in (None, "sets"):

@@ -23,9 +23,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .check import NULL
-from .dicom import Unreadable, read_header
-from .store import Store
+from mrqart.headers import NULL, Unreadable, read_header
+from mrqart.store import Store
 
 # The scanner's export names: <any>_<series number>_<image counter>.dcm
 SCANNER_NAME = re.compile(r"^\d+_(\d+)_(\d+)\.dcm$", re.IGNORECASE)

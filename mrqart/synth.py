@@ -1,6 +1,6 @@
 """The synthetic scanner: Siemens-like MR DICOM files and whole sessions, for tests and demos.
 
-``write_dicom(path, **fields)`` writes one file whose ``mrqart.dicom.read_header`` gives
+``write_dicom(path, **fields)`` writes one file whose ``mrqart.headers.read_header`` gives
 back `fields` (any header key; the rest from DEFAULT_FIELDS).  Files look like a Siemens
 export: explicit VR little endian, "SIEMENS MR HEADER" blocks in (0019) and (0051),
 a "SIEMENS CSA HEADER" block with a ~11 KB CSA2 image header and a ~80 KB CSA2 series
@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from mrqart import csa
-from mrqart.dicom import (
+from mrqart.headers import siemens_csa as csa
+from mrqart.headers.elements import (
     CSA_IMAGE,
     CSA_SERIES,
     FIELDS,
@@ -40,7 +40,7 @@ __all__ = ["DEFAULT_FIELDS", "PROTOCOL", "session_dirname", "write_dicom", "writ
 UID_ROOT: Final = "1.3.12.2.1107.5.2.43.67078"  # Siemens root + a made-up device serial
 
 # A BOLD-like series on a Prisma ("AWP167046") of project MRQART_test: one value
-# per key of mrqart.dicom.HEADER_KEYS (tests/test_dicom.py checks the round trip).
+# per key of mrqart.headers.HEADER_KEYS (tests/test_dicom.py checks the round trip).
 DEFAULT_FIELDS: Final[dict[str, Any]] = {
     "Phase": 1,
     "iPAT": "p2",
@@ -333,7 +333,7 @@ def write_dicom(
 ) -> None:
     """Write a Siemens-like MR DICOM at `path` whose read_header() gives back `fields`.
 
-    `fields` are header keys (see mrqart.dicom.HEADER_KEYS); unspecified ones take
+    `fields` are header keys (see mrqart.headers.HEADER_KEYS); unspecified ones take
     DEFAULT_FIELDS; a value "null" leaves the element (or ASCCONV line) out.
     `ascconv_vb` writes VB-style keys (sGRADSPEC.lOffsetX), `ascconv_tabs` tab
     separators (VE/XA) instead of space-padded columns; `private_block` is the xx of

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mrqart.check import (
+from mrqart.rules.check import (
     DEFAULT_RULES,
     NULL,
     PARAMS,
@@ -211,6 +211,6 @@ def test_load_rules_rejects_bad_files(tmp_path: Path, text: str, message: str) -
     ],
 )
 def test_template_name_keeps_phase_images_apart(header: dict, name: str) -> None:
-    from mrqart.check import template_name
+    from mrqart.rules.check import template_name
 
     assert template_name(header) == name

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mrqart.check import template_name
 from mrqart.cli import main
+from mrqart.rules.check import template_name
 from mrqart.synth import PROTOCOL, write_dicom, write_session
 
 WHEN = dt.datetime(2024, 10, 16, 16, 50, 16)

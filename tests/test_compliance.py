@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mrqart.compliance import Compliance
-from mrqart.protocol import Expected, Protocol
+from mrqart.rules.compliance import Compliance
+from mrqart.rules.protocol import Expected, Protocol
 
 PROTOCOL = Protocol("P", (Expected("fmap", 2), Expected("rest", 300)))
 

@@ -17,8 +17,9 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from mrqart import csa, synth
-from mrqart.dicom import HEADER_KEYS, NULL, Unreadable, read_header
+from mrqart import synth
+from mrqart.headers import HEADER_KEYS, NULL, Unreadable, read_header
+from mrqart.headers import siemens_csa as csa
 
 with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
     warnings.simplefilter("ignore", UserWarning)

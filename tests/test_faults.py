@@ -27,12 +27,12 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from mrqart import synth
-from mrqart.hub import Message
-from mrqart.inotify import Flag
-from mrqart.service import Config, Pipeline, run_service
+from mrqart.ingest.inotify import Flag
+from mrqart.ingest.watcher import FileReady, MemoryEventSource, WatcherStatistics
+from mrqart.live.hub import Message
+from mrqart.live.service import Config, Pipeline, run_service
+from mrqart.live.web import MAX_WS_MESSAGE
 from mrqart.store import Store
-from mrqart.watcher import FileReady, MemoryEventSource, WatcherStatistics
-from mrqart.web import MAX_WS_MESSAGE
 from tests.faultkit import (
     HAVE_SETPRIV,
     NO_DAC,
@@ -427,7 +427,7 @@ async def test_sigkill_mid_session_then_restart(tmp_path: Path) -> None:
 # --- hostile requests ----------------------------------------------------------------
 
 HOSTILE_PATHS = [
-    "/static/../mrqart/service.py",
+    "/static/../mrqart/live/service.py",
     "/static/..%2f..%2fpyproject.toml",
     "/static/%2e%2e/%2e%2e/pyproject.toml",
     "/static/..%5c..%5cpyproject.toml",

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from mrqart.hub import Hub, Message, coalesce, receive_batches
+from mrqart.live.hub import Hub, Message, coalesce, receive_batches
 
 
 def test_message_wire_shape() -> None:

@@ -1,4 +1,4 @@
-"""mrqart.inotify: the pure event parser (table-driven) and the libc calls."""
+"""mrqart.ingest.inotify: the pure event parser (table-driven) and the libc calls."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from mrqart import inotify
-from mrqart.inotify import Event, Flag
+from mrqart.ingest import inotify
+from mrqart.ingest.inotify import Event, Flag
 
 
 def raw(wd: int, mask: int, cookie: int = 0, name: bytes = b"", pad: int = 0) -> bytes:

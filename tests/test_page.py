@@ -309,7 +309,7 @@ def learn_template(archive: Path, db: Path) -> None:
     Three, because live series count too: the odd series of ``scan`` (which may be read
     before the conforming one, in directory order) must not tie with the template.
     """
-    from mrqart.dicom import read_header
+    from mrqart.headers import read_header
     from mrqart.store import Store
     from mrqart.synth import write_dicom
 
@@ -334,7 +334,7 @@ def scan(session: Path) -> None:
 
 
 async def test_end_to_end_with_the_real_service(page: Page, tmp_path: Path) -> None:
-    from mrqart.service import Config, run_service
+    from mrqart.live.service import Config, run_service
 
     root = tmp_path / "incoming"
     root.mkdir()

@@ -313,7 +313,6 @@ async def test_screenshot(server: ChecklistServer, browser: Page, tmp_path: Path
 
 # -- end to end with the real service ---------------------------------------------------
 
-WEB = Path(__file__).resolve().parent.parent / "mrqart" / "web.py"
 # The live protocol of these tests: single-echo series of the synthetic scanner, few files.
 SMALL = {s["name"]: s for s in PROTOCOL if s["name"] in ("localizer", "t1_mprage", "rest", "dwi")}
 USUAL = [{**SMALL["localizer"], "n_files": 2}, {**SMALL["t1_mprage"], "n_files": 8},
@@ -334,7 +333,7 @@ def learn_history(archive: Path, db: Path) -> None:
 def short_session(root: Path) -> tuple[Path, str]:
     """A session that stops T1 at 5 of 8 files and skips dwi; returns its directory and
     StudyUID."""
-    from mrqart.dicom import read_header
+    from mrqart.headers import read_header
 
     skipped = [USUAL[0], {**USUAL[1], "n_files": 5}, USUAL[2]]
     session = write_session(root, when=dt.datetime.now().replace(microsecond=0), protocol=skipped)
@@ -348,9 +347,8 @@ def next_session(root: Path) -> None:
     write_session(root, protocol=USUAL[:1], subject="MRQART_test_sub02")
 
 
-@pytest.mark.skipif("/checklist" not in WEB.read_text(), reason="the service has no checklist yet")
 async def test_end_to_end_skipped_and_short_series(browser: Page, tmp_path: Path) -> None:
-    from mrqart.service import Config, run_service
+    from mrqart.live.service import Config, run_service
     from mrqart.store import Store
 
     root = tmp_path / "incoming"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mrqart.protocol import (
+from mrqart.rules.protocol import (
     Checklist,
     Expected,
     Protocol,

@@ -20,11 +20,11 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from mrqart import synth
-from mrqart.dicom import read_header
-from mrqart.inotify import Flag
-from mrqart.service import Config, run_service
+from mrqart.headers import read_header
+from mrqart.ingest.inotify import Flag
+from mrqart.ingest.watcher import MemoryEventSource
+from mrqart.live.service import Config, run_service
 from mrqart.store import Store
-from mrqart.watcher import MemoryEventSource
 
 TODAY = date.today().strftime("%Y%m%d")
 SESSION = "20261124.MRQART_test.26.11.24_10_00_00_DST_1.2.3"
@@ -228,7 +228,7 @@ def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
 def start_hypercorn(port: int, root: Path, db: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind",
-         f"127.0.0.1:{port}", "mrqart.service:app_from_env()"],
+         f"127.0.0.1:{port}", "mrqart.live.service:app_from_env()"],
         env={**os.environ, "MRQART_WATCH": str(root), "MRQART_DB": str(db)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
     )

@@ -11,11 +11,11 @@ import trio
 from trio_websocket import open_websocket_url
 
 from mrqart import synth
-from mrqart.dicom import read_header
-from mrqart.inotify import Flag
-from mrqart.service import Config, Pipeline, run_service
+from mrqart.headers import read_header
+from mrqart.ingest.inotify import Flag
+from mrqart.ingest.watcher import MemoryEventSource
+from mrqart.live.service import Config, Pipeline, run_service
 from mrqart.store import Store
-from mrqart.watcher import MemoryEventSource
 from tests.test_service import http_json
 
 PROTOCOL = [("fmap", 2), ("rest", 6), ("dwi", 3)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mrqart import session
-from mrqart.session import Known, NeedHeader, SessionState, series_from_name
+from mrqart.live import session
+from mrqart.live.session import Known, NeedHeader, SessionState, series_from_name
 
 
 @pytest.mark.parametrize(

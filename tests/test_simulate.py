@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mrqart.cli import main, parse_wrong
-from mrqart.dicom import read_header
+from mrqart.headers import read_header
 
 
 @pytest.mark.parametrize(

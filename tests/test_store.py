@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mrqart.check import PARAMS, check
+from mrqart.rules.check import PARAMS, check
 from mrqart.store import SCHEMA_VERSION, NewerSchemaError, Store, param_set_of
 from mrqart.synth import DEFAULT_FIELDS
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mrqart.protocol import Alert, learn_protocol
-from mrqart.session import series_key
+from mrqart.live.session import series_key
+from mrqart.rules.protocol import Alert, learn_protocol
 from mrqart.store import SCHEMA_VERSION, Store
 from mrqart.synth import DEFAULT_FIELDS
 

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from mrqart import synth
-from mrqart.dicom import read_header
+from mrqart.headers import read_header
 
 with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
     warnings.simplefilter("ignore", UserWarning)

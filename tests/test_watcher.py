@@ -1,4 +1,4 @@
-"""mrqart.watcher: driven by fake inotify events (MemoryEventSource) over real files in
+"""mrqart.ingest.watcher: driven by fake inotify events (MemoryEventSource) over real files in
 tmp_path, plus a few runs against the real kernel inotify."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from mrqart import inotify
-from mrqart.inotify import Flag
-from mrqart.watcher import (
+from mrqart.ingest import inotify
+from mrqart.ingest.inotify import Flag
+from mrqart.ingest.watcher import (
     DeliveredIndex,
     FileReady,
     MemoryEventSource,
@@ -174,7 +174,7 @@ def test_name_filter_pattern(pattern, name: str, wanted: bool) -> None:
 
 def test_unexpected_names_are_logged_once_junk_never(caplog) -> None:
     wanted = NameFilter()
-    with caplog.at_level(logging.DEBUG, logger="mrqart.watcher"):
+    with caplog.at_level(logging.DEBUG, logger="mrqart.ingest.watcher"):
         for name in ["notes.txt", "notes.txt", ".DS_Store", "Thumbs.db", "a.tmp"]:
             wanted(name)
     assert [r.getMessage() for r in caplog.records] == ["ignoring 'notes.txt': not a DICOM-like name"]

@@ -8,9 +8,9 @@ import pytest
 import trio
 import trio.testing
 
-from mrqart.hub import Hub, Message
-from mrqart.session import SessionState
-from mrqart.web import create_app
+from mrqart.live.hub import Hub, Message
+from mrqart.live.session import SessionState
+from mrqart.live.web import create_app
 
 HEADER = {"StudyUID": "1.2.3", "SeriesNumber": 7, "Station": "AWP1", "SequenceName": "rest"}
 RESULT = {"conforms": False, "errors": {"TR": {"expect": 1.3, "have": 2.0}},
@@ -44,7 +44,7 @@ async def test_state_and_api(state: SessionState) -> None:
         ("/api/stations/UNKNOWN/series", 404),
         ("/api/stations/%3Cscript%3E/series", 400),
         ("/station/%3Cimg%3E", 400),
-        ("/static/../mrqart/web.py", 404),
+        ("/static/../mrqart/live/web.py", 404),
         ("/static/%2e%2e/pyproject.toml", 404),
         ("/static/..%2fpyproject.toml", 404),
         ("/nope", 404),

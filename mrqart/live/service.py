@@ -6,7 +6,7 @@
 
 :class:`Pipeline` is written once and started by both entry points: :func:`run_service`
 (``python -m mrqart DIR``: one nursery supervises the pipeline and hypercorn on one port)
-and :func:`app_from_env` (``hypercorn --worker-class trio 'mrqart.service:app_from_env()'``:
+and :func:`app_from_env` (``hypercorn --worker-class trio 'mrqart.live.service:app_from_env()'``:
 the app's lifespan starts the pipeline in the app's nursery). If any task fails, its
 nursery cancels the rest and the error propagates.
 """
@@ -31,15 +31,16 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from mrqart.check import DEFAULT_RULES, check, load_rules, template_name
-from mrqart.compliance import Compliance
-from mrqart.dicom import Unreadable, read_header
-from mrqart.hub import Hub, Message, coalesce, receive_batches
-from mrqart.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
-from mrqart.session import Known, SessionState
+from mrqart.config import Config, default_db
+from mrqart.headers import Unreadable, read_header
+from mrqart.ingest.watcher import FileReady, Watcher
+from mrqart.live.hub import Hub, Message, coalesce, receive_batches
+from mrqart.live.session import Known, SessionState
+from mrqart.live.web import MAX_WS_MESSAGE, create_app
+from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name
+from mrqart.rules.compliance import Compliance
+from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
 from mrqart.store import Store
-from mrqart.watcher import FileReady, Watcher
-from mrqart.web import MAX_WS_MESSAGE, STATIC_DIR, create_app
 
 log = logging.getLogger("mrqart")
 T = TypeVar("T")
@@ -50,8 +51,6 @@ FILE_BUFFER = 256
 #: Messages the session task may get ahead of the hub; the hub never blocks, so this
 #: only smooths scheduling.
 MESSAGE_BUFFER = 256
-#: How often changed file counts are written to the store (and once more at shutdown).
-FLUSH_SECONDS = 1.0
 #: Most files of a new series whose headers are read to learn its echo times. A
 #: multi-echo series interleaves its echoes (image 1 echo 1, image 2 echo 2, ...), so
 #: the probe ends as soon as an echo number comes round again: one extra read for a
@@ -59,24 +58,6 @@ FLUSH_SECONDS = 1.0
 ECHO_PROBE_FILES = 8
 #: Series probed at once; older probes are dropped (a series that ended after one file).
 MAX_ECHO_PROBES = 64
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything one mrqart process needs to know."""
-
-    roots: tuple[Path, ...]
-    db: Path | str
-    host: str = "127.0.0.1"
-    port: int = 8080
-    rules: Path | None = None
-    pattern: str | None = None
-    static_dir: Path = STATIC_DIR
-    #: Deliver files of today's session directories found at start (catch up after a restart).
-    catch_up: bool = True
-    flush_seconds: float = FLUSH_SECONDS
-    #: A session with no new file for this long is finished (missing series reported).
-    finish_minutes: float = FINISHED_AFTER_MINUTES
 
 
 def _made_today(directory: str) -> bool:
@@ -453,13 +434,11 @@ async def main(config: Config) -> None:
 
 
 def app_from_env() -> QuartTrio:
-    """The app for ``hypercorn --worker-class trio 'mrqart.service:app_from_env()'``.
+    """The app for ``hypercorn --worker-class trio 'mrqart.live.service:app_from_env()'``.
 
     Configured by MRQART_WATCH (directories, separated by ':'), MRQART_DB, MRQART_RULES
     and MRQART_FINISH_MINUTES; the app's lifespan starts the same pipeline in the app's nursery.
     """
-    from mrqart.cli import default_db
-
     watch = os.environ.get("MRQART_WATCH")
     if not watch:
         raise RuntimeError("set MRQART_WATCH to the directories to watch (separated by ':')")

@@ -4,7 +4,7 @@
 itself (explicit or implicit VR little endian, which is what MR scanners write) and
 stops at the first group after (0051,xxxx), so it never touches pixel data or the
 remaining elements.  The Siemens CSA image header and the series header's ASCCONV
-protocol are read with ``mrqart.csa`` directly from the bytes.  Why not pydicom: a
+protocol are read with ``mrqart.headers.siemens_csa`` directly from the bytes.  Why not pydicom: a
 ``dcmread(stop_before_pixels=True)`` alone costs about twice a whole read_header, and
 with nibabel's CSA parser on top (the original tool) about five times
 (bench/bench_headers.py); bursts of hundreds of files/s share one core with the rest.
@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mrqart import csa
+from mrqart.headers import siemens_csa as csa
 
 __all__ = ["FIELDS", "HEADER_KEYS", "LONG_VRS", "NULL", "Field", "Unreadable", "read_header"]
 

@@ -1,6 +1,6 @@
 """Linux inotify through ctypes over libc: three system calls and a pure event parser.
 
-This module never imports trio. The watcher (mrqart/watcher.py) waits for the
+This module never imports trio. The watcher (mrqart/ingest/watcher.py) waits for the
 descriptor to become readable and hands the bytes it reads to `parse_events`.
 
 Every libc call goes through `_call`, which retries on EINTR and turns the C

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from os import PathLike
 from typing import Any, ParamSpec, Self, TypeVar
 
-from .check import NULL, PARAMS, squash, template_name
-from .protocol import RECENT_SESSIONS, Expected, Protocol, learn_protocol
+from mrqart.rules.check import NULL, PARAMS, squash, template_name
+from mrqart.rules.protocol import RECENT_SESSIONS, Expected, Protocol, learn_protocol
 
 P = ParamSpec("P")
 R = TypeVar("R")

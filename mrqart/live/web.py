@@ -16,7 +16,6 @@ session state's JSON views and relay hub messages; they decide nothing.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +25,10 @@ import trio
 from quart import abort, jsonify, request, websocket
 from quart_trio import QuartTrio
 
-from mrqart.hub import Hub, coalesce, receive_batches
-from mrqart.session import SessionState
+from mrqart.config import STATIC_DIR
+from mrqart.live.hub import Hub, coalesce, receive_batches
+from mrqart.live.session import SessionState
 
-#: The repository's page; a deployment may point MRQART_STATIC elsewhere.
-STATIC_DIR = Path(os.environ.get("MRQART_STATIC") or Path(__file__).resolve().parent.parent / "static")
 #: Station names are the scanner's (0008,1010) StationName: short, printable.
 STATION_ID = re.compile(r"^[\w.\- ]{1,64}$")
 #: Browsers send nothing we need; bigger frames than this are refused by hypercorn.

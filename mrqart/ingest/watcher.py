@@ -33,8 +33,8 @@ from typing import Protocol
 
 import trio
 
-from mrqart import inotify
-from mrqart.inotify import Event, Flag
+from mrqart.ingest import inotify
+from mrqart.ingest.inotify import Event, Flag
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from mrqart.protocol import FINISHED_AFTER_MINUTES, Alert, Checklist, Protocol, looks_finished
+from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Checklist, Protocol, looks_finished
 
 #: Alerts kept per station (the current session's and the last ones before it).
 MAX_ALERTS = 50
