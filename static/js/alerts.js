@@ -1,0 +1,111 @@
+// The alert list: open alerts first, each acknowledged with a reason typed at the console.
+//
+// Alert texts and acknowledgement reasons are inserted with textContent, never as HTML.
+//
+// Test hooks: alerts carry data-id, data-kind and data-acked (0|1).
+
+import { fmtAt } from "./format.js";
+import { state } from "./model.js";
+import { ui } from "./ui.js";
+
+const MAX_ALERTS = 30; // the oldest alerts are forgotten first
+const MAX_REASON = 200; // characters, as the service accepts
+
+/** Add or refresh an alert; an acknowledgement already known is never taken back. */
+export function putAlert(name, alert, ack) {
+  const old = state.alerts.get(alert.id);
+  const rec = old ?? { station: name, rank: ++state.rank, el: null };
+  rec.alert = alert;
+  rec.ack = ack ?? old?.ack ?? null;
+  state.alerts.set(alert.id, rec);
+  if (old?.el) fillAlert(rec);
+  while (state.alerts.size > MAX_ALERTS) {
+    const oldest = [...state.alerts.values()].sort((a, b) => a.rank - b.rank)[0];
+    state.alerts.delete(oldest.alert.id);
+  }
+}
+
+/** A late file completed a series: its "incomplete" alert is withdrawn. */
+export function removeAlert(id) {
+  state.alerts.delete(id);
+  renderAlerts();
+}
+
+export function applyAck({ id, reason, at }) {
+  const rec = state.alerts.get(id);
+  if (!rec) return;
+  rec.ack = { reason, at };
+  fillAlert(rec);
+  renderAlerts();
+}
+
+function buildAlert(rec) {
+  const el = ui.alertTemplate.content.firstElementChild.cloneNode(true);
+  const form = el.querySelector(".ack-form");
+  const input = el.querySelector(".ack-reason");
+  const error = el.querySelector(".ack-error");
+  input.maxLength = MAX_REASON;
+  el.querySelector(".ack-open").addEventListener("click", () => {
+    form.hidden = false;
+    el.querySelector(".ack-open").hidden = true;
+    input.focus();
+  });
+  const close = () => {
+    form.hidden = true;
+    error.textContent = "";
+    el.querySelector(".ack-open").hidden = Boolean(rec.ack);
+  };
+  el.querySelector(".ack-cancel").addEventListener("click", close);
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") close();
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const reason = input.value.trim();
+    if (!reason) {
+      error.textContent = "Say why (up to 200 characters).";
+      return;
+    }
+    error.textContent = "saving…";
+    try {
+      const r = await fetch(`/api/alerts/${encodeURIComponent(rec.alert.id)}/ack`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reason }),
+      });
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      close();
+      applyAck(await r.json());
+    } catch (err) {
+      error.textContent = `Not saved (${err.message}); try again.`;
+    }
+  });
+  rec.el = el;
+  fillAlert(rec);
+  return el;
+}
+
+function fillAlert(rec) {
+  const { el, alert, ack } = rec;
+  if (!el) return;
+  el.dataset.id = alert.id;
+  el.dataset.kind = alert.kind;
+  el.dataset.acked = ack ? "1" : "0";
+  el.querySelector(".text").textContent = alert.text;
+  el.querySelector(".where").textContent = state.view ? "" : `  ·  ${rec.station}`;
+  el.querySelector(".ack-note").textContent = ack ? `acknowledged ${fmtAt(ack.at)}: ${ack.reason}` : "";
+  if (ack) el.querySelector(".ack-form").hidden = true;
+  el.querySelector(".ack-open").hidden = Boolean(ack) || !el.querySelector(".ack-form").hidden;
+}
+
+/** Open alerts first, newest first; moved in place so a half-typed reason keeps its focus. */
+export function renderAlerts() {
+  const recs = [...state.alerts.values()]
+    .filter((r) => !state.view || r.station === state.view)
+    .sort((a, b) => Number(Boolean(a.ack)) - Number(Boolean(b.ack)) || b.rank - a.rank);
+  // Refilled each time: the station shown beside an alert depends on the view.
+  const els = recs.map((r) => (r.el ? (fillAlert(r), r.el) : buildAlert(r)));
+  els.forEach((el, i) => {
+    if (ui.alertList.children[i] !== el) ui.alertList.insertBefore(el, ui.alertList.children[i] ?? null);
+  });
+  while (ui.alertList.children.length > els.length) ui.alertList.lastElementChild.remove();
+  ui.alerts.hidden = els.length === 0;
+}

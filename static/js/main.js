@@ -1,0 +1,36 @@
+// mrqart console page, the entry module (static/index.html loads only this one): wires
+// the station picker and the pin buttons, starts the clock and the connection.
+//
+//   format.js      header values, times and ages as text
+//   ui.js          the page's elements, looked up once
+//   model.js       the shared state: series per station, checklists, alerts, connection
+//   card.js        one series card
+//   checklist.js   the session checklist panel and the pin buttons
+//   alerts.js      the alert list and its acknowledgements
+//   unreadable.js  the unreadable-files box
+//   page.js        the header, station picker and series list; render()
+//   messages.js    the live messages of /ws applied to the model and the page
+//   socket.js      /ws, the sync after every (re)connect, the reconnect backoff
+//
+// Every value that comes from a DICOM header or a person (series description, alert
+// reason) is inserted with textContent, never as HTML, in every module.
+
+import { wirePinButtons } from "./checklist.js";
+import { state, stationFromPath } from "./model.js";
+import { render, tick } from "./page.js";
+import { connect } from "./socket.js";
+import { ui } from "./ui.js";
+
+ui.select.addEventListener("change", () => {
+  state.view = ui.select.value;
+  history.pushState(null, "", state.view ? `/station/${encodeURIComponent(state.view)}` : "/");
+  render();
+});
+window.addEventListener("popstate", () => {
+  state.view = stationFromPath();
+  render();
+});
+wirePinButtons();
+setInterval(tick, 1000);
+render();
+connect();
