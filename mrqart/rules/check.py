@@ -216,7 +216,7 @@ _DIMENSIONS = frozenset({"Matrix", "PixelResol"})
 
 
 def fmt(value: Any, param: str | None = None) -> str:
-    """A header value as the page (static/app.js ``fmt``) writes it: "—" when
+    """A header value as the page (static/js/format.js ``fmt``) writes it: "—" when
     missing, integral numbers without ".0", others to at most 4 decimals, lists
     joined with " × " (Matrix, PixelResol) or ", "."""
     if value is None or value == NULL:
