@@ -12,8 +12,20 @@ from pathlib import Path
 
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
 
-#: The page's files: ``$MRQART_STATIC``, else the ``static/`` beside the package.
-STATIC_DIR = Path(os.environ.get("MRQART_STATIC") or Path(__file__).resolve().parent.parent / "static")
+
+def _static_dir() -> Path:
+    """The page's files: ``$MRQART_STATIC``; else ``mrqart/static/``, where the wheel
+    installs them (setup.py maps the repository's ``static/`` there); else, in a
+    checkout or an editable install, the ``static/`` beside the package."""
+    if env := os.environ.get("MRQART_STATIC"):
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    installed = package / "static"
+    return installed if installed.is_dir() else package.parent / "static"
+
+
+#: The page's files (see _static_dir).
+STATIC_DIR = _static_dir()
 #: How often changed file counts are written to the store (and once more at shutdown).
 FLUSH_SECONDS = 1.0
 

@@ -71,15 +71,19 @@ def vm_kb(pid: int) -> dict[str, int]:
 
 
 async def start_service(
-    root: Path, db: Path, log: Path, *, prefix: list[str] | None = None, args: tuple[str, ...] = ()
+    root: Path, db: Path, log: Path, *, prefix: list[str] | None = None, args: tuple[str, ...] = (),
+    mrqart: tuple[str, ...] = (sys.executable, "-m", "mrqart"), **popen: Any,
 ) -> Service:
-    """Start the service on a free port; returns once it printed its URL (watches in place)."""
+    """Start the service on a free port; returns once it printed its URL (watches in place).
+
+    ``mrqart`` is the command (an installed console script works too); ``popen`` goes to
+    subprocess.Popen (cwd, env)."""
     port = free_port()
-    argv = [*(prefix or []), sys.executable, "-m", "mrqart", "run", str(root),
+    argv = [*(prefix or []), *mrqart, "run", str(root),
             "--port", str(port), "--db", str(db), *args]
     with log.open("w") as err:
         proc = await trio.to_thread.run_sync(lambda: subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=err, text=True))
+            argv, stdout=subprocess.PIPE, stderr=err, text=True, **popen))
     assert proc.stdout is not None
     line = await trio.to_thread.run_sync(proc.stdout.readline)
     if not line.startswith("mrqart: open "):
