@@ -25,7 +25,7 @@ from mrqart.synth import PROTOCOL
 if TYPE_CHECKING:
     from mrqart.store import Store
 
-SUBCOMMANDS = ("run", "simulate", "import", "check", "templates", "protocol")
+SUBCOMMANDS = ("run", "simulate", "import", "check", "templates", "protocol", "report")
 #: The series names of the simulated protocol, for --help and --wrong.
 SIMULATED_SERIES = tuple(series["name"] for series in PROTOCOL)
 
@@ -169,6 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
                              help="comma-separated series descriptions in order, each with "
                              "its expected number of files (omit :N to check presence only)")
     p.set_defaults(func=cmd_protocol)
+
+    # --- report: the day after (owner: report) -------------------------------------
+    p = sub.add_parser(
+        "report", help="the compliance report of a day or a period, per project and session",
+        description="Per project and session of the period: series checked, conforming, "
+        "differing (expected, got, difference), acknowledged, accepted template changes, "
+        "series with no template, incomplete and missing series, failures on consecutive "
+        "scan days. Localizers, scouts, 3-plane and survey series are left out (the "
+        "[report] table of the --rules file changes that).",
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--day", metavar="YYYY-MM-DD",
+                      help="the day to report (also 'today', 'yesterday'; default: yesterday)")
+    when.add_argument("--since", metavar="YYYY-MM-DD", help="report from this day to today")
+    p.add_argument("--project", help="only this project (default: every project)")
+    p.add_argument("--format", choices=("html", "json", "text"), default="text",
+                   help="what to print (default: %(default)s)")
+    p.add_argument("--rules", type=Path, default=None,
+                   help="TOML file overriding the comparison rules and the [report] exclusions")
+    _add_db(p)
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -485,6 +506,29 @@ def cmd_protocol(args: argparse.Namespace) -> int:
         [str(i), e.sequence_name, "any" if e.n_files is None else str(e.n_files)]
         for i, e in enumerate(protocol.expected, start=1)
     ]))
+    return 0
+
+
+@_database_errors
+def cmd_report(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from mrqart.report import Period, build_report, load_exclusions
+    from mrqart.report.render import to_html, to_json, to_text
+    from mrqart.rules.check import DEFAULT_RULES, load_rules
+
+    try:
+        period = Period.parse(args.day, args.since)
+        rules = DEFAULT_RULES if args.rules is None else load_rules(args.rules)
+        exclusions = load_exclusions(args.rules)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
+        print(f"mrqart report: {e}", file=sys.stderr)
+        return 2
+    with _open_store(args.db) as store:
+        report = build_report(store, period, project=args.project, rules=rules,
+                              exclusions=exclusions)
+    render = {"html": to_html, "json": to_json, "text": to_text}[args.format]
+    print(render(report), end="" if args.format != "json" else "\n")
     return 0
 
 

@@ -79,6 +79,10 @@ DEFAULT_RULES: Rules = MappingProxyType({
 })
 
 
+#: The rules file's table for the daily report (mrqart.report.model), not a parameter.
+REPORT_TABLE = "report"
+
+
 class RulesFileError(ValueError):
     """A rules TOML file names an unknown field or gives a value of the wrong type."""
 
@@ -99,6 +103,8 @@ def load_rules(path: str | PathLike[str], base: Rules = DEFAULT_RULES) -> Rules:
         doc = tomllib.load(f)
     rules = dict(base)
     for param, table in doc.items():
+        if param == REPORT_TABLE:
+            continue
         if not isinstance(table, dict):
             raise RulesFileError(f"{path}: [{param}] must be a table of rule fields")
         for key, value in table.items():

@@ -1,0 +1,807 @@
+"""The report's data: what the store holds about a period, judged as the live path judged it.
+
+``build_report(store, period)`` gives, per project and session of the period: the series
+checked, conforming, differing (each parameter's expected and got values and the
+difference), acknowledged (with the operator's reason), accepted template changes,
+series with no template, incomplete and missing series from the session checklist, and
+failure streaks (the same parameter of the same series failing on consecutive scan days
+of that series). ``project_history(store, project, period)`` gives, per series of a
+project, each varied parameter's value per session against the template, and the
+conformance rate per week (what ``plots`` draws).
+
+Pure apart from the store calls (blocking: run it in a worker thread from trio).
+
+How a series is judged: against its Project x SequenceName template with
+``rules.check`` (live series in live context, as the service checked them). A template
+that only this one series ever used is no template ("not onboarded"): that series was
+the first of its kind. Accepted changes (a person made a series' parameters the new
+reference) come from ``accepted_changes``, the one place that asks the store for them.
+
+Exclusions (localizer, scout, 3-plane, survey by default) live in the rules TOML::
+
+    [report]
+    exclude = ["localizer", "scout", "3.?plane", "survey", "^AAHead"]  # regexes, any case
+    exclude_projects = ["Phantom QA"]      # whole projects left out of reports
+    [report.project."Brain^Wellness"]
+    exclude = ["_ND$"]                     # more patterns for one project
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, astuple, dataclass, field, replace
+from os import PathLike
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from mrqart.rules.check import (
+    DEFAULT_RULES,
+    NULL,
+    REPORT_TABLE,
+    Rules,
+    RulesFileError,
+    check,
+    fmt,
+    squash,
+    template_name,
+)
+from mrqart.rules.protocol import Checklist, Protocol
+
+#: Series descriptions left out of reports unless the rules TOML says otherwise: the
+#: positioning scans, whose parameters the scanner picks.
+DEFAULT_EXCLUDE: tuple[str, ...] = ("localizer", "scout", r"3.?plane", "survey")
+#: How far back a failure streak is followed before the period (calendar days).
+STREAK_LOOKBACK_DAYS = 90
+
+Status = str  # "conform" | "differ" | "no_template" | "accepted"
+
+
+class Store(TypingProtocol):
+    """What the report reads (``mrqart.store.Store`` provides it)."""
+
+    def series_on(self, day: str) -> list[dict[str, Any]]: ...
+
+    def param_sets(self, project: str, sequence_name: str) -> list[dict[str, Any]]: ...
+
+    def protocol(self, project: str, *, exclude: str | None = None) -> Protocol: ...
+
+    def acks(self, session: str) -> dict[str, dict[str, Any]]: ...
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def _fold(name: str) -> str:
+    return squash(str(name)).casefold()
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """Which series and projects reports leave out (see the module doc)."""
+
+    patterns: tuple[str, ...] = DEFAULT_EXCLUDE
+    projects: tuple[str, ...] = ()
+    per_project: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def project_excluded(self, project: str) -> bool:
+        return _fold(project) in {_fold(p) for p in self.projects}
+
+    def series_excluded(self, project: str, sequence_name: str) -> bool:
+        extra = next((v for k, v in self.per_project.items() if _fold(k) == _fold(project)), ())
+        return any(re.search(p, sequence_name, re.IGNORECASE) for p in (*self.patterns, *extra))
+
+
+def _patterns(path: object, where: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RulesFileError(f"{path}: {where} must be a list of strings")
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise RulesFileError(f"{path}: {where}: {pattern!r} is not a regex: {e}") from None
+    return tuple(value)
+
+
+def load_exclusions(path: str | PathLike[str] | None) -> Exclusions:
+    """The ``[report]`` table of a rules TOML file (defaults without a file or a table).
+
+    Raises ``RulesFileError`` for an unknown key or a malformed list or regex,
+    ``tomllib.TOMLDecodeError`` and ``OSError`` as ``load_rules`` does."""
+    if path is None:
+        return Exclusions()
+    with open(path, "rb") as f:
+        table = tomllib.load(f).get(REPORT_TABLE, {})
+    known = {"exclude", "exclude_projects", "project"}
+    if unknown := set(table) - known:
+        raise RulesFileError(f"{path}: [{REPORT_TABLE}] unknown keys {sorted(unknown)} "
+                             f"(known: {', '.join(sorted(known))})")
+    per_project = {}
+    for project, sub in table.get("project", {}).items():
+        if not isinstance(sub, dict) or set(sub) - {"exclude"}:
+            raise RulesFileError(f"{path}: [{REPORT_TABLE}.project.{project!r}] takes exclude")
+        per_project[project] = _patterns(path, f"[{REPORT_TABLE}.project] exclude",
+                                         sub.get("exclude", []))
+    return Exclusions(
+        patterns=_patterns(path, f"[{REPORT_TABLE}] exclude",
+                           table.get("exclude", list(DEFAULT_EXCLUDE))),
+        projects=_patterns(path, f"[{REPORT_TABLE}] exclude_projects",
+                           table.get("exclude_projects", [])),
+        per_project=per_project,
+    )
+
+
+@dataclass(frozen=True)
+class Period:
+    """Calendar days from ``first`` to ``last``, both included."""
+
+    first: dt.date
+    last: dt.date
+
+    @classmethod
+    def day(cls, day: dt.date) -> Period:
+        return cls(day, day)
+
+    @classmethod
+    def parse(cls, day: str | None = None, since: str | None = None,
+              today: dt.date | None = None) -> Period:
+        """The period a command line or URL asks for: ``day`` alone, or ``since`` to
+        today (each "YYYY-MM-DD", "today" or "yesterday"); neither: yesterday, the
+        morning report's day. ValueError for anything else, or a period after today
+        or ending before it starts."""
+        today = today or dt.date.today()
+
+        def date(text: str) -> dt.date:
+            named = {"today": today, "yesterday": today - dt.timedelta(1)}
+            if text in named:
+                return named[text]
+            try:
+                return dt.date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"{text!r}: give a date as YYYY-MM-DD, today or yesterday"
+                                 ) from None
+
+        if day is not None and since is not None:
+            raise ValueError("give a day or a first day (since), not both")
+        if since is not None:
+            first = date(since)
+            if first > today:
+                raise ValueError(f"{first} is after today")
+            return cls(first, today)
+        return cls.day(date("yesterday" if day is None else day))
+
+    def days(self) -> list[dt.date]:
+        return [self.first + dt.timedelta(n) for n in range((self.last - self.first).days + 1)]
+
+    @property
+    def label(self) -> str:
+        """"2026-11-30", or "2026-11-24 to 2026-11-30"."""
+        first, last = self.first.isoformat(), self.last.isoformat()
+        return first if first == last else f"{first} to {last}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"first": self.first.isoformat(), "last": self.last.isoformat()}
+
+
+# -- the report's data ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An operator's acknowledgement: what they saw, why it is fine, when."""
+
+    text: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One parameter that differs: ``"FA: expected 52, got 60 (+8)"``. ``streak``: the
+    consecutive scan days of this series (this one included) on which it differed."""
+
+    param: str
+    expected: Any
+    got: Any
+    difference: float | None
+    text: str
+    streak: int = 1
+
+
+@dataclass(frozen=True)
+class AcceptedChange:
+    """A person made a series' parameters the new reference of its template."""
+
+    project: str
+    sequence_name: str
+    at: str
+    by: str
+    reason: str
+    session: str | None
+    series_number: int | None
+    changes: tuple[Difference, ...]
+
+
+@dataclass(frozen=True)
+class SeriesLine:
+    series_number: int
+    sequence_name: str
+    time: str
+    n_files: int
+    status: Status
+    differences: tuple[Difference, ...] = ()
+    acks: tuple[Ack, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    """A checklist alert of the session (incomplete, cross-series), acknowledged or not."""
+
+    kind: str
+    series_number: int | None
+    text: str
+    ack: Ack | None
+
+
+@dataclass(frozen=True)
+class Counts:
+    series: int = 0
+    conform: int = 0
+    differ: int = 0
+    no_template: int = 0
+    accepted: int = 0
+    acknowledged: int = 0
+    incomplete: int = 0
+    missing: int = 0
+    excluded: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    session: str
+    project: str
+    station: str
+    subject: str
+    date: str
+    time: str
+    series: tuple[SeriesLine, ...]
+    alerts: tuple[AlertLine, ...]
+    missing: tuple[str, ...]
+    missing_ack: Ack | None
+    counts: Counts
+
+
+@dataclass(frozen=True)
+class Streak:
+    """A parameter of a series differing on ``days`` consecutive scan days until ``last``."""
+
+    sequence_name: str
+    param: str
+    days: int
+    since: str
+    last: str
+    expected: Any
+    got: Any
+
+
+@dataclass(frozen=True)
+class ProjectReport:
+    project: str
+    sessions: tuple[SessionReport, ...]
+    accepted_changes: tuple[AcceptedChange, ...]
+    streaks: tuple[Streak, ...]
+    counts: Counts
+
+
+@dataclass(frozen=True)
+class Report:
+    period: Period
+    projects: tuple[ProjectReport, ...]
+    counts: Counts
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole report as JSON-native values (what ``--format json`` prints)."""
+        return {"period": self.period.to_json(), "counts": asdict(self.counts),
+                "projects": [_native(p) for p in self.projects]}
+
+    def subject(self) -> str:
+        """The e-mail subject: ``"mrqart 2026-11-30: 2 of 41 series differ, 1 missing"``."""
+        return f"mrqart {self.period.label}: {summary(self.counts)}"
+
+
+def _native(value: Any) -> Any:
+    """A dataclass of the report as JSON-native values: dicts, lists (not tuples)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f: _native(getattr(value, f)) for f in value.__dataclass_fields__}
+    if isinstance(value, (list, tuple)):
+        return [_native(v) for v in value]
+    return value
+
+
+def summary(c: Counts) -> str:
+    """``"2 of 41 series differ, 1 missing"``; ``"41 series, all conform"``; ``"3 series,
+    none differs, 2 without template"``."""
+    if c.series == 0 and c.missing == 0:
+        return "no series"
+    if c.differ:
+        parts = [f"{c.differ} of {c.series} series differ"]
+    else:
+        parts = [f"{c.series} series, " + (
+            "all conform" if c.conform + c.accepted == c.series else "none differs")]
+    parts += [f"{n} {what}" for n, what in ((c.incomplete, "incomplete"), (c.missing, "missing"),
+                                            (c.no_template, "without template")) if n]
+    return ", ".join(parts)
+
+
+# -- judging one series ----------------------------------------------------------------------
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def difference(expected: Any, got: Any) -> float | None:
+    """got - expected for two numbers; for a list of allowed numbers (multi-echo TE),
+    the difference to the nearest; else None."""
+    g = _number(got)
+    if g is None:
+        return None
+    options = expected if isinstance(expected, list) else [expected]
+    numbers = [e for e in map(_number, options) if e is not None]
+    if not numbers:
+        return None
+    return round(min((g - e for e in numbers), key=abs), 6)
+
+
+def _signed(x: float) -> str:
+    return ("+" if x > 0 else "") + fmt(x)
+
+
+def describe_difference(param: str, expected: Any, got: Any) -> Difference:
+    diff = difference(expected, got)
+    got_text = "missing" if got in (None, NULL) else fmt(got, param)
+    text = f"{param}: expected {fmt(expected, param)}, got {got_text}"
+    if diff is not None:
+        text += f" ({_signed(diff)})"
+    return Difference(param, expected, got, diff, text)
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A Project x SequenceName's current template, and whether it is anybody's but one series'."""
+
+    params: Mapping[str, Any] | None
+    n_series: int
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """One stored series with its verdict."""
+
+    session: str
+    project: str
+    station: str
+    subject: str
+    day: str  # YYYYMMDD
+    time: str  # HHMMSS...
+    series_number: int
+    sequence_name: str
+    template_key: tuple[str, str]
+    n_files: int
+    header: Mapping[str, Any]
+    status: Status
+    differences: tuple[Difference, ...]
+
+
+class _Judge:
+    """Judges stored series against their templates, asking the store once per template."""
+
+    def __init__(self, store: Store, rules: Rules) -> None:
+        self.store = store
+        self.rules = rules
+        self._templates: dict[tuple[str, str], _Template] = {}
+        self._accepted: dict[str, tuple[AcceptedChange, ...]] = {}
+
+    def template(self, project: str, name: str) -> _Template:
+        key = (_fold(project), _fold(name))
+        if key not in self._templates:
+            sets = self.store.param_sets(project, name)
+            self._templates[key] = _Template(sets[0]["params"] if sets else None,
+                                             sum(s["count"] for s in sets))
+        return self._templates[key]
+
+    def accepted(self, project: str) -> tuple[AcceptedChange, ...]:
+        """The project's accepted template changes (asked once per project)."""
+        key = _fold(project)
+        if key not in self._accepted:
+            self._accepted[key] = tuple(accepted_changes(self.store, project))
+        return self._accepted[key]
+
+    def was_accepted(self, project: str, session: str, number: int) -> bool:
+        return any(a.session == session and a.series_number == number
+                   for a in self.accepted(project))
+
+    def judge(self, row: Mapping[str, Any]) -> _Judged:
+        header = row["header"]
+        project, name = str(header.get("Project", NULL)), template_name(header)
+        template = self.template(project, name)
+        differences: tuple[Difference, ...] = ()
+        number = int(row["series_number"])
+        if template.params is None or template.n_series <= 1:
+            status = "no_template"
+        elif self.was_accepted(project, row["session"], number):
+            status = "accepted"
+        else:
+            result = check(header, template.params, self.rules, live=row["source"] == "live")
+            differences = tuple(describe_difference(p, e["expect"], e["have"])
+                                for p, e in result["errors"].items())
+            status = "differ" if differences else "conform"
+        return _Judged(
+            session=row["session"], project=project, station=str(row["station"]),
+            subject=str(header.get("SubID", NULL)), day=str(header.get("AcqDate", NULL)),
+            time=str(header.get("AcqTime", NULL)), series_number=number,
+            sequence_name=str(header.get("SequenceName", NULL)),
+            template_key=(_fold(project), _fold(name)), n_files=int(row["n_files"]),
+            header=header, status=status, differences=differences,
+        )
+
+
+def accepted_changes(store: object, project: str) -> list[AcceptedChange]:
+    """The template changes people accepted for ``project``, oldest first.
+
+    The one place the report asks the store about acceptances: a store without
+    ``accepted_changes`` (one that does not record them) has none."""
+    read = getattr(store, "accepted_changes", None)
+    if read is None:
+        return []
+    out = []
+    for a in read(project):
+        changes = tuple(describe_difference(p, c.get("expect"), c.get("have"))
+                        for p, c in (a.get("changes") or {}).items())
+        out.append(AcceptedChange(
+            project=str(a.get("project", project)), sequence_name=str(a["sequence_name"]),
+            at=str(a["at"]), by=str(a.get("by") or ""), reason=str(a.get("reason") or ""),
+            session=a.get("session"), series_number=a.get("series_number"), changes=changes))
+    return out
+
+
+# -- dates ---------------------------------------------------------------------------------
+
+
+def _dicom_day(day: dt.date) -> str:
+    return day.strftime("%Y%m%d")
+
+
+def _iso_day(dicom_day: str) -> str:
+    if len(dicom_day) == 8 and dicom_day.isdigit():
+        return f"{dicom_day[:4]}-{dicom_day[4:6]}-{dicom_day[6:]}"
+    return dicom_day
+
+
+def _clock(dicom_time: str) -> str:
+    """"101500.000000" -> "10:15"."""
+    return f"{dicom_time[:2]}:{dicom_time[2:4]}" if dicom_time[:4].isdigit() else ""
+
+
+# -- building the report --------------------------------------------------------------------
+
+
+def _series_key(session: str, number: int) -> str:
+    # The live path's key of a series (mrqart.live.session.series_key), which alert ids
+    # and acknowledgements carry; rebuilt here because the report never imports live.
+    return f"{session}:{number}"
+
+
+def _ack(a: Mapping[str, Any]) -> Ack:
+    return Ack(text=str(a["text"]), reason=str(a["reason"]), at=str(a["at"]))
+
+
+ALERT_KINDS = ("incomplete", "cross_series")
+
+
+def _session_report(
+    rows: Sequence[_Judged], protocol: Protocol, acks: Mapping[str, Mapping[str, Any]],
+    exclusions: Exclusions, streak: Callable[[_Judged, str], int],
+) -> SessionReport:
+    """One session: its series lines, and its checklist rebuilt from its stored series.
+
+    Alerts are those the checklist raises now and those an operator acknowledged (with
+    the text they saw then); acknowledgements of anything else about a series (such as
+    a difference) go on the series' line."""
+    first = rows[0]
+    session, project = first.session, first.project
+    rows = sorted(rows, key=lambda r: r.series_number)
+    checklist = Checklist(session, protocol)
+    raised = []
+    for j in rows:
+        key = _series_key(session, j.series_number)
+        raised += checklist.on_series(key, dict(j.header))
+        checklist.on_count(key, j.n_files)
+    raised += checklist.finish()
+    by_key = {_series_key(session, j.series_number): j for j in rows}
+    alerts: dict[str, tuple[str, str | None, str]] = {
+        a.id: (a.kind, a.series, a.text) for a in raised if a.kind in ALERT_KINDS}
+    for alert_id, a in acks.items():
+        if a["kind"] in ALERT_KINDS and alert_id not in alerts:
+            alerts[alert_id] = (a["kind"], a["series"], a["text"])
+    lines = []
+    for alert_id, (kind, series, text) in alerts.items():
+        j = by_key.get(series or "")
+        if j is not None and exclusions.series_excluded(project, j.sequence_name):
+            continue
+        ack = acks.get(alert_id)
+        lines.append(AlertLine(kind, j.series_number if j else None, text,
+                               _ack(ack) if ack else None))
+    lines.sort(key=lambda a: (a.series_number is None, a.series_number or 0, a.kind))
+    series_lines = []
+    excluded = 0
+    for key, j in by_key.items():
+        if exclusions.series_excluded(project, j.sequence_name):
+            excluded += 1
+            continue
+        own_acks = tuple(_ack(a) for a in acks.values() if a["series"] == key
+                         and a["kind"] not in (*ALERT_KINDS, "missing"))
+        differences = tuple(replace(d, streak=streak(j, d.param)) for d in j.differences)
+        series_lines.append(SeriesLine(
+            series_number=j.series_number, sequence_name=j.sequence_name, time=_clock(j.time),
+            n_files=j.n_files, status=j.status, differences=differences, acks=own_acks))
+    missing = tuple(item["sequence_name"] for item in checklist.view()["items"]
+                    if item["state"] == "missing"
+                    and not exclusions.series_excluded(project, item["sequence_name"]))
+    missing_ack = acks.get(f"{session}:missing") if missing else None
+    statuses = Counter(line.status for line in series_lines)
+    counts = Counts(
+        series=len(series_lines), conform=statuses["conform"], differ=statuses["differ"],
+        no_template=statuses["no_template"], accepted=statuses["accepted"],
+        acknowledged=sum(1 for s in series_lines if s.acks) + sum(1 for a in lines if a.ack)
+        + (missing_ack is not None),
+        incomplete=sum(1 for a in lines if a.kind == "incomplete"), missing=len(missing),
+        excluded=excluded,
+    )
+    return SessionReport(
+        session=session, project=project, station=first.station, subject=first.subject,
+        date=_iso_day(first.day), time=_clock(first.time), series=tuple(series_lines),
+        alerts=tuple(lines), missing=missing,
+        missing_ack=_ack(missing_ack) if missing_ack else None, counts=counts,
+    )
+
+
+class _Days:
+    """The judged series of each scan day, read from the store once per day."""
+
+    def __init__(self, store: Store, judge: _Judge, keep: Callable[[str], bool]) -> None:
+        self.store, self.judge, self.keep = store, judge, keep
+        self._days: dict[str, list[_Judged]] = {}
+
+    def on(self, day: dt.date) -> list[_Judged]:
+        key = _dicom_day(day)
+        if key not in self._days:
+            rows = [r for r in self.store.series_on(key)
+                    if self.keep(str(r["header"].get("Project", NULL)))]
+            self._days[key] = [self.judge.judge(r) for r in rows]
+        return self._days[key]
+
+
+#: (template key, parameter, scan day YYYYMMDD) -> the streak as of that day
+Streaks = dict[tuple[tuple[str, str], str, str], Streak]
+
+
+def _streaks(days: _Days, period: Period, exclusions: Exclusions) -> Streaks:
+    """The run of consecutive scan days (days the series was acquired and judged) on
+    which each parameter of each series differed, as of every scan day of the period
+    where it differed. Runs are followed back before the period (at most
+    STREAK_LOOKBACK_DAYS) for the series that differ in it."""
+    # template key -> scan day -> parameter -> its difference that day (empty: conformed)
+    fails: dict[tuple[str, str], dict[str, dict[str, Difference]]] = defaultdict(dict)
+
+    def note(rows: Iterable[_Judged], only: set[tuple[str, str]] | None = None) -> None:
+        for j in rows:
+            if (j.status == "no_template" or (only is not None and j.template_key not in only)
+                    or exclusions.series_excluded(j.project, j.sequence_name)):
+                continue
+            day = fails[j.template_key].setdefault(j.day, {})
+            for d in j.differences:
+                day.setdefault(d.param, d)
+
+    for day in period.days():
+        note(days.on(day))
+    failing = {k for k, by_day in fails.items() if any(by_day.values())}
+    day = period.first
+    for _ in range(STREAK_LOOKBACK_DAYS):
+        # a run may continue before the earliest scan day loaded while that day failed
+        if not any(fails[k][min(fails[k])] for k in failing):
+            break
+        day -= dt.timedelta(1)
+        note(days.on(day), failing)
+    out: Streaks = {}
+    for k in failing:
+        run: dict[str, tuple[int, str]] = {}  # parameter -> (length, first day) of its run
+        for day_key in sorted(fails[k]):
+            today = fails[k][day_key]
+            run = {p: (run.get(p, (0, day_key))[0] + 1, run.get(p, (0, day_key))[1])
+                   for p in today}
+            for p, (length, since) in run.items():
+                d = today[p]
+                out[(k, p, day_key)] = Streak("", p, length, _iso_day(since), _iso_day(day_key),
+                                              d.expected, d.got)
+    return out
+
+
+def build_report(
+    store: Store,
+    period: Period,
+    *,
+    project: str | None = None,
+    rules: Rules = DEFAULT_RULES,
+    exclusions: Exclusions = Exclusions(),
+) -> Report:
+    """The compliance report of ``period`` (of one ``project``, or every project).
+
+    Each project's checklist is its protocol as the store gives it now (pinned, or
+    learnt from its recent sessions)."""
+    judge = _Judge(store, rules)
+
+    def keep(name: str) -> bool:
+        if exclusions.project_excluded(name):
+            return False
+        return project is None or _fold(name) == _fold(project)
+
+    days = _Days(store, judge, keep)
+    streaks = _streaks(days, period, exclusions)
+
+    def streak(j: _Judged, param: str) -> int:
+        s = streaks.get((j.template_key, param, j.day))
+        return s.days if s else 1
+
+    by_project: dict[str, dict[str, list[_Judged]]] = {}
+    for day in period.days():
+        for j in days.on(day):
+            by_project.setdefault(j.project, {}).setdefault(j.session, []).append(j)
+    projects = []
+    first, last = period.first.isoformat(), period.last.isoformat()
+    for name in sorted(by_project, key=_fold):
+        protocol = store.protocol(name)
+        sessions = sorted(
+            (_session_report(rows, protocol, store.acks(rows[0].session), exclusions, streak)
+             for rows in by_project[name].values()),
+            key=lambda s: (s.date, s.time, s.session))
+        changes = tuple(a for a in judge.accepted(name) if first <= a.at[:10] <= last)
+        projects.append(ProjectReport(
+            project=name, sessions=tuple(sessions), accepted_changes=changes,
+            streaks=_project_streaks(streaks, by_project[name], period),
+            counts=sum((s.counts for s in sessions), Counts())))
+    return Report(period, tuple(projects), sum((p.counts for p in projects), Counts()))
+
+
+def _project_streaks(
+    streaks: Streaks, sessions: Mapping[str, list[_Judged]], period: Period,
+) -> tuple[Streak, ...]:
+    """Each (series, parameter) of the project that differed on two or more consecutive
+    scan days up to one in the period: its latest run, longest first."""
+    names = {j.template_key: j.sequence_name for rows in sessions.values() for j in rows}
+    latest: dict[tuple[tuple[str, str], str], Streak] = {}
+    for (key, param, _day), s in streaks.items():
+        if key not in names or s.last < period.first.isoformat():
+            continue
+        if (key, param) not in latest or s.last > latest[(key, param)].last:
+            latest[(key, param)] = s
+    out = [replace(s, sequence_name=names[k]) for (k, _p), s in latest.items() if s.days >= 2]
+    return tuple(sorted(out, key=lambda s: (-s.days, _fold(s.sequence_name), s.param)))
+
+
+# -- a project's history (the /projects/<project> page and its plots) --------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One series' value of one parameter."""
+
+    session: str
+    date: str
+    time: str
+    value: Any
+    differs: bool
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class ParamHistory:
+    """A parameter that varied: its values per session and the template's value."""
+
+    param: str
+    template: Any
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class SeriesHistory:
+    sequence_name: str
+    n_series: int
+    n_differ: int
+    params: tuple[ParamHistory, ...]
+    accepted: tuple[AcceptedChange, ...]
+
+
+@dataclass(frozen=True)
+class WeekRate:
+    """Series judged in the ISO week starting on ``week`` (a Monday), and how many conformed
+    (accepted ones included; series without a template are not counted)."""
+
+    week: str
+    series: int
+    conform: int
+
+
+@dataclass(frozen=True)
+class ProjectHistory:
+    project: str
+    period: Period
+    series: tuple[SeriesHistory, ...]
+    weeks: tuple[WeekRate, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"project": self.project, "period": self.period.to_json(),
+                "series": [_native(s) for s in self.series],
+                "weeks": [_native(w) for w in self.weeks]}
+
+
+#: The parameters that name a template rather than describe it.
+_NAMING = frozenset({"Project", "SequenceName"})
+
+
+def project_history(
+    store: Store,
+    project: str,
+    period: Period,
+    *,
+    rules: Rules = DEFAULT_RULES,
+    exclusions: Exclusions = Exclusions(),
+) -> ProjectHistory:
+    """Every series of ``project`` acquired in ``period``, per template: the parameters
+    that varied (a value differed from the template, or took more than one value), and
+    the conformance rate per week. Series come in the protocol's order, then by name."""
+    judge = _Judge(store, rules)
+    days = _Days(store, judge, lambda name: _fold(name) == _fold(project))
+    by_key: dict[tuple[str, str], list[_Judged]] = {}
+    weeks: dict[str, Counter[str]] = {}
+    for day in period.days():
+        for j in days.on(day):
+            if exclusions.series_excluded(j.project, j.sequence_name):
+                continue
+            by_key.setdefault(j.template_key, []).append(j)
+            if j.status != "no_template":
+                week = (day - dt.timedelta(day.weekday())).isoformat()
+                weeks.setdefault(week, Counter())[j.status] += 1
+    accepted = judge.accepted(project)
+    order = {_fold(e.sequence_name): i for i, e in reversed(list(enumerate(
+        store.protocol(project).expected)))}
+    series = []
+    for key, rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][1], len(order)),
+                                                             kv[0][1])):
+        name = rows[-1].sequence_name
+        template = judge.template(rows[-1].project, template_name(rows[-1].header)).params or {}
+        params = []
+        for param in template:
+            if param in _NAMING or (param in rules and rules[param].ignore):
+                continue
+            points = tuple(Point(
+                session=j.session, date=_iso_day(j.day), time=_clock(j.time),
+                value=j.header.get(param, NULL),
+                differs=any(d.param == param for d in j.differences),
+                accepted=j.status == "accepted") for j in rows)
+            if any(p.differs for p in points) or len({fmt(p.value, param) for p in points}) > 1:
+                params.append(ParamHistory(param, template[param], points))
+        series.append(SeriesHistory(
+            sequence_name=name, n_series=len(rows),
+            n_differ=sum(1 for j in rows if j.status == "differ"), params=tuple(params),
+            accepted=tuple(a for a in accepted if _fold(a.sequence_name) == key[1])))
+    return ProjectHistory(
+        project=project, period=period, series=tuple(series),
+        weeks=tuple(WeekRate(w, sum(c.values()), c["conform"] + c["accepted"])
+                    for w, c in sorted(weeks.items())))
