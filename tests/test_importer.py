@@ -114,8 +114,11 @@ def test_import_archive(archive: Path, store: Store, inline: ThreadPoolExecutor)
     assert calls[-1] == (report.n_files, report.n_files)
     assert report.n_files == sum(1 for _ in walk([archive]))
 
-    # rest: one session with TR 1300, one with 2000: a tie, the later one wins
-    assert store.param_sets("mrqart_test", "REST")[0]["params"]["TR"] == 2000.0
+    # rest: one session with TR 1300, one with 2000: a tie keeps the set recorded first
+    rest = store.param_sets("mrqart_test", "REST")
+    assert sorted(s["params"]["TR"] for s in rest) == [1300.0, 2000.0]
+    assert rest[0]["established"] and not rest[1]["established"]
+    assert [h["set_id"] for h in store.history("mrqart_test", "REST")] == [rest[0]["id"]]
     # multi-echo series: TE is the list of its echo times
     assert store.param_sets("MRQART_test", "me_bold")[0]["params"]["TE"] == [14.2, 35.9, 57.6]
     # the field map's magnitude (two echoes) and phase share a description, not a template

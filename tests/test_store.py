@@ -66,22 +66,27 @@ def test_template_is_most_frequent(store: Store) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dates", "winner"),
+    "dates",
     [
-        # (date, time) of a TR=1300 series then a TR=2000 series: one each, a tie
-        ((("20261101", "090000"), ("20261102", "090000")), 2000.0),
-        ((("20261102", "090000"), ("20261101", "090000")), 1300.0),
-        ((("20261101", "100000"), ("20261101", "090000")), 1300.0),
-        # same acquisition time: the one recorded last wins
-        ((("20261101", "090000"), ("20261101", "090000")), 2000.0),
-        # a missing date is never the most recent
-        ((("20261101", "090000"), ("null", "null")), 1300.0),
+        # (date, time) of a TR=1300 series then a TR=2000 series: one each, a tie,
+        # whatever their acquisition order
+        (("20261101", "090000"), ("20261102", "090000")),
+        (("20261102", "090000"), ("20261101", "090000")),
+        (("20261101", "090000"), ("20261101", "090000")),
+        (("20261101", "090000"), ("null", "null")),
     ],
 )
-def test_tie_goes_to_most_recent(store: Store, dates: Any, winner: float) -> None:
+def test_a_tie_keeps_the_established_set(store: Store, dates: Any) -> None:
     for tr, (day, time) in zip((1300.0, 2000.0), dates):
         store.record_series(series(TR=tr, AcqDate=day, AcqTime=time), n_files=1)
-    assert template_of(store)["TR"] == winner
+    assert template_of(store)["TR"] == 1300.0
+    store.record_series(series(TR=2000.0), n_files=1)  # 2 against 1: now it outnumbers
+    assert template_of(store)["TR"] == 2000.0
+    history = store.history("Brain^Wellness", "RewardedAnti")
+    assert [(h["kind"], h["params"]["TR"], h["reason"]) for h in history] == [
+        ("learnt", 1300.0, "first trusted series"),
+        ("learnt", 2000.0, "2 trusted series against 1 for the established set"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -143,16 +143,29 @@ def test_version_1_database_migrates_keeping_its_series(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     with Store(path) as s:
         record_session(s, "s1", USUAL)
+        record_session(s, "s2", [("rest", 300)])
     # Make it the database a version-1 mrqart left behind.
     db = sqlite3.connect(path)
-    db.executescript("DROP TABLE ack; DROP TABLE protocol_pin; PRAGMA user_version = 1;")
+    db.executescript(
+        "DROP TABLE ack; DROP TABLE protocol_pin; DROP TABLE template_change;"
+        "DROP TABLE template; DROP TABLE last_software;"
+        "ALTER TABLE series DROP COLUMN trusted; ALTER TABLE series DROP COLUMN vote;"
+        "ALTER TABLE series DROP COLUMN software; ALTER TABLE param_set DROP COLUMN n_votes;"
+        "ALTER TABLE param_set DROP COLUMN first_seen; PRAGMA user_version = 1;")
     db.close()
     with Store(path) as s:
         assert s.session_series("s1") == USUAL
         s.pin_protocol("Brain^Wellness", [{"sequence_name": "rest", "n_files": 300}])
         s.acknowledge(alert().to_json(), "ok", "2026-11-24T10:00:00+00:00")
+        # every series voted before version 3: the most used set is established
+        (rest,) = s.param_sets("Brain^Wellness", "rest")
+        assert rest["established"] and rest["votes"] == 2 == rest["count"]
+        assert rest["first_seen"] == "20261124 101500.000000"
+        assert [h["kind"] for h in s.history("Brain^Wellness", "rest")] == ["learnt"]
+        assert s.previous_software({**DEFAULT_FIELDS, "Project": "Brain^Wellness",
+                                    "SequenceName": "rest"}) == "syngo MR E11"
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.close()
 
 

@@ -17,9 +17,18 @@ Tables:
   one row per alert id, linked to the session and series they are about.
 
 The template of a Project x SequenceName (matched ignoring case and white
-space) is the pinned parameter set if any, else the set most series used, ties
-going to the set seen most recently (by acquisition date and time, then by
-insertion).
+space) is the pinned parameter set if any, else the established set (table
+``template``), which the policy in ``rules/templates.py`` decides: trusted series
+vote (``series.trusted``, ``series.vote``, ``param_set.n_votes``), a set replaces
+the established one only when it strictly outnumbers it, and a person's
+acceptance or a template file's import establishes a set and starts a new count.
+Every change is kept in ``template_change`` (who, when, why); ``last_software``
+remembers each station's SoftwareVersions per template, to announce upgrades.
+
+Methods the live service, the CLI and the report use (``store/postgres.py`` offers
+the same): ``record_series(..., trusted=)``, ``template``, ``param_sets``,
+``templates``, ``pin``/``unpin``, ``accept``, ``adopt``, ``history``,
+``template_changes``, ``previous_software``, ``project_templates``.
 
 sqlite errors propagate unchanged in type (the service decides what a read-only
 or full disk means), with a note naming the database file.
@@ -34,11 +43,13 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from os import PathLike
 from typing import Any, ParamSpec, Self, TypeVar
 
 from mrqart.rules.check import NULL, PARAMS, squash, template_name
 from mrqart.rules.protocol import RECENT_SESSIONS, Expected, Protocol, learn_protocol
+from mrqart.rules.templates import LEARNT_BY, Tally, acquired_at, elect
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,6 +134,71 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX ack_session ON ack (session, series_number)",
     ),
+    (
+        # Who votes (rules/templates.py): a series is trusted when it was imported,
+        # conformed when checked live, or was accepted by a person; it votes in the
+        # current count until a person's decision starts a new one. Series recorded
+        # before this version all voted, so both default to 1.
+        "ALTER TABLE series ADD COLUMN trusted INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE series ADD COLUMN vote INTEGER NOT NULL DEFAULT 1",
+        # (0018,1020) SoftwareVersions, to announce a scanner upgrade
+        "ALTER TABLE series ADD COLUMN software TEXT",
+        "UPDATE series SET software = json_extract(header, '$.SoftwareVersions')",
+        # the votes of a set in the current count (series with vote = 1), and its
+        # earliest acquisition ("YYYYMMDD HHMMSS.ffffff") for `templates sets`
+        "ALTER TABLE param_set ADD COLUMN n_votes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE param_set ADD COLUMN first_seen TEXT",
+        """UPDATE param_set SET n_votes = n_series,
+               first_seen = (SELECT min(NULLIF(acq_date, 'null') || ' ' || acq_time)
+                             FROM series WHERE series.param_set = param_set.id)""",
+        # the established set of each Project x SequenceName (template() reads it;
+        # a pin still outranks it)
+        """CREATE TABLE template (
+            project_key TEXT NOT NULL,
+            sequence_key TEXT NOT NULL,
+            param_set INTEGER NOT NULL REFERENCES param_set (id),
+            PRIMARY KEY (project_key, sequence_key)
+        )""",
+        """INSERT INTO template (project_key, sequence_key, param_set)
+           SELECT project_key, sequence_key, id FROM (
+               SELECT project_key, sequence_key, id, row_number() OVER (
+                   PARTITION BY project_key, sequence_key
+                   ORDER BY n_series DESC, last_seen DESC, last_series DESC) AS rank
+               FROM param_set WHERE n_series > 0)
+           WHERE rank = 1""",
+        # every change of a template: which set, the one before, who, when, why
+        """CREATE TABLE template_change (
+            id INTEGER PRIMARY KEY,
+            project_key TEXT NOT NULL,
+            sequence_key TEXT NOT NULL,
+            param_set INTEGER REFERENCES param_set (id),  -- NULL: unpinned
+            previous INTEGER REFERENCES param_set (id),
+            kind TEXT NOT NULL
+                CHECK (kind IN ('learnt', 'accepted', 'imported', 'pinned', 'unpinned')),
+            at TEXT NOT NULL,  -- ISO 8601
+            by TEXT NOT NULL,  -- a person, or 'mrqart' for a count
+            reason TEXT NOT NULL,
+            series INTEGER REFERENCES series (id)  -- the accepted or deciding series
+        )""",
+        "CREATE INDEX template_change_key ON template_change (project_key, sequence_key, id)",
+        """INSERT INTO template_change (project_key, sequence_key, param_set, kind, at, by,
+                                        reason)
+           SELECT project_key, sequence_key, param_set, 'learnt',
+                  strftime('%Y-%m-%dT%H:%M:%S', 'now'), 'mrqart',
+                  'the most used set when mrqart began keeping template history'
+           FROM template""",
+        # the software of the last series of each station x Project x SequenceName
+        """CREATE TABLE last_software (
+            station TEXT NOT NULL,
+            project_key TEXT NOT NULL,
+            sequence_key TEXT NOT NULL,
+            software TEXT,
+            PRIMARY KEY (station, project_key, sequence_key)
+        )""",
+        """INSERT OR REPLACE INTO last_software (station, project_key, sequence_key, software)
+           SELECT s.station, p.project_key, p.sequence_key, s.software
+           FROM series s JOIN param_set p ON p.id = s.param_set ORDER BY s.id""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -203,6 +279,18 @@ def _expected_list(expected: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
     if not out:
         raise ValueError("an expected protocol needs at least one series")
     return out
+
+
+def _software(header: Mapping[str, Any]) -> str | None:
+    """(0018,1020) SoftwareVersions as stored: text, multi-values joined, None if missing."""
+    value = header.get("SoftwareVersions", NULL)
+    if value == NULL or value is None:
+        return None
+    return " / ".join(map(str, value)) if isinstance(value, list) else squash(str(value))
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def _noted(method: Callable[P, R]) -> Callable[P, R]:
@@ -344,8 +432,13 @@ class Store:
         source: str = "live",
         session: str | None = None,
         echo_times: Iterable[float] = (),
+        trusted: bool = True,
     ) -> bool:
         """Record a series, or update the one already recorded; True if it is new.
+
+        ``trusted`` (see ``rules.templates.votes``): the series votes for its parameter
+        set, and the count may change the template (recorded in the history as
+        ``learnt``). Only a new row takes it: updates keep the trust the series had.
 
         The series is keyed by (``session``, header SeriesNumber); ``session``
         defaults to the header's StudyUID. On an existing row ``n_files`` is
@@ -373,6 +466,7 @@ class Store:
                     )
                     self._recount(row["param_set"])
                     self._recount(ps)
+                    self._count_votes(ps, row["id"])
                 else:
                     self._db.execute("UPDATE series SET n_files = ? WHERE id = ?",
                                      (n_files, row["id"]))
@@ -381,32 +475,103 @@ class Store:
             cur = self._db.execute(
                 """INSERT INTO series (session, series_number, station, project, sequence_name,
                        subject, acq_date, acq_time, operator, shims, n_files, echo_times,
-                       source, header, param_set)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       source, header, param_set, trusted, vote, software)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     session, number, *(str(header.get(k, NULL)) for k in (
                         "Station", "Project", "SequenceName", "SubID", "AcqDate", "AcqTime",
                         "Operator")),
                     json.dumps(header.get("Shims", NULL)), n_files, echoes_json, source,
-                    json.dumps(dict(header)), ps,
+                    json.dumps(dict(header)), ps, int(trusted), int(trusted),
+                    _software(header),
                 ),
             )
             date, clock = header.get("AcqDate", NULL), header.get("AcqTime", NULL)
-            self._db.execute(
-                """UPDATE param_set SET n_series = n_series + 1,
+            acquired = None if date == NULL else f"{date} {clock}"
+            key = self._db.execute(
+                """UPDATE param_set SET n_series = n_series + 1, n_votes = n_votes + ?4,
                        last_seen = CASE WHEN ?1 IS NULL THEN last_seen
                                    ELSE max(coalesce(last_seen, ''), ?1) END,
+                       first_seen = CASE WHEN ?1 IS NULL THEN first_seen
+                                    ELSE min(coalesce(first_seen, ?1), ?1) END,
                        last_series = ?2
-                   WHERE id = ?3""",
-                (None if date == NULL else f"{date} {clock}", cur.lastrowid, ps),
+                   WHERE id = ?3 RETURNING project_key, sequence_key""",
+                (acquired, cur.lastrowid, ps, int(trusted)),
+            ).fetchone()
+            self._db.execute(
+                """INSERT OR REPLACE INTO last_software (station, project_key, sequence_key,
+                                                         software) VALUES (?, ?, ?, ?)""",
+                (str(header.get("Station", NULL)), *key, _software(header)),
             )
+            if trusted:
+                self._count_votes(ps, cur.lastrowid)
             return True
+
+    def _established(self, key: tuple[str, str]) -> int | None:
+        row = self._db.execute(
+            "SELECT param_set FROM template WHERE project_key = ? AND sequence_key = ?", key
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def _count_votes(self, voted: int, series_id: int) -> None:
+        """Let the count decide the template of ``voted``'s Project x SequenceName after a
+        trusted series voted for it (caller holds a transaction); a change goes into the
+        history as ``learnt``, dated by the deciding series' acquisition."""
+        key = tuple(self._db.execute(
+            "SELECT project_key, sequence_key FROM param_set WHERE id = ?", (voted,)
+        ).fetchone())
+        established = self._established(key)  # type: ignore[arg-type]
+        if voted == established:
+            return  # the established set only gained
+        tallies = [Tally(r[0], r[1], r[2]) for r in self._db.execute(
+            """SELECT id, n_votes, last_seen FROM param_set
+               WHERE project_key = ? AND sequence_key = ? AND n_votes > 0""", key)]
+        outcome = elect(established, tallies)
+        if outcome.changed:
+            row = self._db.execute(
+                "SELECT NULLIF(acq_date, 'null') || ' ' || acq_time FROM series WHERE id = ?",
+                (series_id,)).fetchone()
+            self._change(key, outcome.winner, kind="learnt", by=LEARNT_BY,  # type: ignore[arg-type]
+                         reason=outcome.reason, at=acquired_at(row[0]) or _now(),
+                         series_id=series_id, previous=established)
+
+    def _change(
+        self, key: tuple[str, str], set_id: int | None, *, kind: str, by: str, reason: str,
+        at: str, series_id: int | None = None, previous: int | None = None,
+    ) -> dict[str, Any]:
+        """Make ``set_id`` the established set of ``key`` (None: leave it) and add the
+        change to the history (caller holds a transaction); the change as ``history``
+        gives it."""
+        if set_id is not None and kind != "pinned":
+            self._db.execute(
+                "INSERT OR REPLACE INTO template (project_key, sequence_key, param_set) "
+                "VALUES (?, ?, ?)", (*key, set_id))
+        cur = self._db.execute(
+            """INSERT INTO template_change (project_key, sequence_key, param_set, previous,
+                                            kind, at, by, reason, series)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (*key, set_id, previous, kind, at, by, reason, series_id),
+        )
+        return self._history_where("c.id = ?", (cur.lastrowid,))[0]
+
+    def _restart_count(self, key: tuple[str, str], series_id: int | None) -> None:
+        """A person decided: only ``series_id`` (if any) votes in the new count."""
+        sets = "SELECT id FROM param_set WHERE project_key = ? AND sequence_key = ?"
+        self._db.execute(f"UPDATE series SET vote = (id IS ?) WHERE param_set IN ({sets})",
+                         (series_id, *key))
+        self._db.execute(
+            """UPDATE param_set SET n_votes = (SELECT count(*) FROM series
+                                               WHERE param_set = param_set.id AND vote = 1)
+               WHERE project_key = ? AND sequence_key = ?""", key)
 
     def _recount(self, set_id: int) -> None:
         """Recompute a parameter set's counters from its series (a series moved sets)."""
         self._db.execute(
             """UPDATE param_set SET
                    n_series = (SELECT count(*) FROM series WHERE param_set = ?1),
+                   n_votes = (SELECT count(*) FROM series WHERE param_set = ?1 AND vote = 1),
+                   first_seen = (SELECT min(NULLIF(acq_date, 'null') || ' ' || acq_time)
+                                 FROM series WHERE param_set = ?1),
                    last_seen = (SELECT max(NULLIF(acq_date, 'null') || ' ' || acq_time)
                                 FROM series WHERE param_set = ?1),
                    last_series = (SELECT max(id) FROM series WHERE param_set = ?1)
@@ -420,14 +585,18 @@ class Store:
         """The parameter sets of a Project x SequenceName that a series used or
         that is pinned, the template first (the ranking the module doc states)."""
         return self._db.execute(
-            """SELECT p.id, p.project, p.sequence_name, p.params, p.n_series, p.last_seen,
-                      (pin.param_set IS NOT NULL) AS pinned
+            """SELECT p.id, p.project, p.sequence_name, p.params, p.n_series, p.n_votes,
+                      p.first_seen, p.last_seen, (pin.param_set IS NOT NULL) AS pinned,
+                      (t.param_set IS NOT NULL) AS established
                FROM param_set p
                LEFT JOIN pin ON pin.param_set = p.id
                     AND pin.project_key = p.project_key AND pin.sequence_key = p.sequence_key
+               LEFT JOIN template t ON t.param_set = p.id
+                    AND t.project_key = p.project_key AND t.sequence_key = p.sequence_key
                WHERE p.project_key = ? AND p.sequence_key = ?
-                     AND (p.n_series > 0 OR pinned)
-               ORDER BY pinned DESC, p.n_series DESC, p.last_seen DESC, p.last_series DESC
+                     AND (p.n_series > 0 OR pinned OR established)
+               ORDER BY pinned DESC, established DESC, p.n_votes DESC, p.n_series DESC,
+                        p.last_seen DESC, p.last_series DESC
                LIMIT ?""",
             (*_key(project, sequence_name), limit),
         ).fetchall()
@@ -436,7 +605,9 @@ class Store:
     def _set_dict(row: sqlite3.Row) -> dict[str, Any]:
         return {
             "id": row["id"], "project": row["project"], "sequence_name": row["sequence_name"],
-            "count": row["n_series"], "last_seen": row["last_seen"], "pinned": bool(row["pinned"]),
+            "count": row["n_series"], "votes": row["n_votes"], "first_seen": row["first_seen"],
+            "last_seen": row["last_seen"], "pinned": bool(row["pinned"]),
+            "established": bool(row["established"]),
             "params": json.loads(row["params"]),
         }
 
@@ -444,12 +615,15 @@ class Store:
     def template(self, project: str, sequence_name: str) -> dict[str, Any] | None:
         """The template (the 17 PARAMS) of a Project x SequenceName, or None if never seen.
 
-        Names match ignoring case and white space runs. A pinned set wins; else
-        the set used by most series; ties go to the most recently acquired.
+        Names match ignoring case and white space runs. A pinned set wins; else the
+        established set (see ``rules.templates``: the count of trusted series, or a
+        person's acceptance or import).
         """
         with self._lock:
             ranked = self._ranked_sets(project, sequence_name, limit=1)
-        return json.loads(ranked[0]["params"]) if ranked else None
+        if not ranked or not (ranked[0]["pinned"] or ranked[0]["established"]):
+            return None
+        return json.loads(ranked[0]["params"])
 
     @_noted
     def param_sets(self, project: str, sequence_name: str) -> list[dict[str, Any]]:
@@ -470,7 +644,7 @@ class Store:
             out = []
             for project, sequence_name in keys:
                 ranked = self._ranked_sets(project, sequence_name)
-                if ranked:
+                if ranked and (ranked[0]["pinned"] or ranked[0]["established"]):
                     out.append({**self._set_dict(ranked[0]), "n_sets": len(ranked)})
             return out
 
@@ -482,8 +656,11 @@ class Store:
         *,
         set_id: int | None = None,
         header: Mapping[str, Any] | None = None,
+        by: str = "operator",
+        reason: str = "pinned",
     ) -> int:
         """Pin the template of a Project x SequenceName; returns the pinned set's id.
+        The history keeps it (kind ``pinned``, ``by``, ``reason``).
 
         Give exactly one of ``set_id`` (an existing set of that Project x
         SequenceName, see ``param_sets``) or ``header`` (its parameters become a
@@ -514,17 +691,167 @@ class Store:
                    VALUES (?, ?, ?)""",
                 (*key, set_id),
             )
+            self._change(key, set_id, kind="pinned", by=by, reason=reason, at=_now(),
+                         previous=self._established(key))
         return set_id  # type: ignore[return-value]
 
     @_noted
-    def unpin(self, project: str, sequence_name: str) -> bool:
-        """Remove the pin of a Project x SequenceName; True if there was one."""
+    def unpin(self, project: str, sequence_name: str, *, by: str = "operator",
+              reason: str = "unpinned") -> bool:
+        """Remove the pin of a Project x SequenceName; True if there was one (the history
+        keeps it, kind ``unpinned``)."""
+        key = _key(project, sequence_name)
         with self._write():
-            cur = self._db.execute(
-                "DELETE FROM pin WHERE project_key = ? AND sequence_key = ?",
-                _key(project, sequence_name),
-            )
-            return cur.rowcount > 0
+            row = self._db.execute(
+                "DELETE FROM pin WHERE project_key = ? AND sequence_key = ? RETURNING param_set",
+                key).fetchone()
+            if row is not None:
+                self._change(key, None, kind="unpinned", by=by, reason=reason, at=_now(),
+                             previous=row[0])
+            return row is not None
+
+    # -- templates decided by people (rules/templates.py) -----------------------------
+
+    @_noted
+    def accept(
+        self, session: str, series_number: int, *, reason: str, by: str, at: str | None = None
+    ) -> dict[str, Any]:
+        """Accept a recorded series as intended: its parameter set becomes the template of
+        its Project x SequenceName, the series is trusted, and the count starts again
+        with it as the one vote. Returns the change as ``history`` gives it.
+
+        ``by`` is the person (the operator's name or the signed-in user), ``at`` ISO 8601
+        (default now). Raises LookupError when no such series is recorded.
+        """
+        with self._write():
+            row = self._db.execute(
+                """SELECT s.id, s.param_set, p.project_key, p.sequence_key FROM series s
+                   JOIN param_set p ON p.id = s.param_set
+                   WHERE s.session = ? AND s.series_number = ?""",
+                (session, series_number)).fetchone()
+            if row is None:
+                raise LookupError(f"no series {series_number} recorded in session {session}")
+            key = (row["project_key"], row["sequence_key"])
+            self._db.execute("UPDATE series SET trusted = 1 WHERE id = ?", (row["id"],))
+            self._restart_count(key, row["id"])
+            return self._change(key, row["param_set"], kind="accepted", by=by, reason=reason,
+                                at=at or _now(), series_id=row["id"],
+                                previous=self._established(key))
+
+    @_noted
+    def adopt(
+        self,
+        params: Mapping[str, Any],
+        sequence_name: str,
+        *,
+        reason: str,
+        by: str,
+        at: str | None = None,
+        history: Iterable[Mapping[str, Any]] = (),
+        votes: int = 1,
+    ) -> dict[str, Any]:
+        """Make ``params`` (the 17 PARAMS, e.g. from a template file) the established
+        template of its Project x ``sequence_name`` (kind ``imported``). The count starts
+        again with ``votes`` for it (the exporting site's count; 1, as for an accepted
+        series, by default), so that a few series of another set do not overturn a
+        decision made elsewhere. ``history``: earlier changes to keep, oldest first, each
+        ``{"params", "kind", "at", "by", "reason"}`` as ``history`` gives them.
+        Returns the new change. ValueError when ``params`` lacks a PARAMS name."""
+        if missing := [p for p in PARAMS if p not in params]:
+            raise ValueError(f"the parameter set lacks {', '.join(missing)}")
+        clean = {p: _clean(params[p]) for p in PARAMS}
+        key = _key(str(clean["Project"]), sequence_name)
+        with self._write():
+            for old in history:
+                old_params = old.get("params")
+                old_id = None if old_params is None else self._param_set_id(
+                    {p: _clean(old_params.get(p, NULL)) for p in PARAMS}, sequence_name)
+                change = (str(old["kind"]), str(old["at"]), str(old["by"]), str(old["reason"]))
+                if self._db.execute(
+                    """SELECT 1 FROM template_change WHERE project_key = ? AND sequence_key = ?
+                       AND param_set IS ? AND kind = ? AND at = ? AND by = ? AND reason = ?""",
+                    (*key, old_id, *change)).fetchone():
+                    continue  # imported before: the history holds it once
+                self._change(key, old_id, kind=change[0], at=change[1], by=change[2],
+                             reason=change[3])
+            set_id = self._param_set_id(clean, sequence_name)
+            previous = self._established(key)
+            self._restart_count(key, None)
+            # not series of this database: a recount of the set (a series moving into it)
+            # drops them
+            self._db.execute("UPDATE param_set SET n_votes = ? WHERE id = ?",
+                             (max(votes, 0), set_id))
+            return self._change(key, set_id, kind="imported", by=by, reason=reason,
+                                at=at or _now(), previous=previous)
+
+    def _history_where(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            f"""SELECT c.id, c.kind, c.at, c.by, c.reason, c.param_set AS set_id,
+                       c.previous AS previous_set_id, p.project, p.sequence_name, p.params,
+                       s.session, s.series_number, s.station
+                FROM template_change c
+                LEFT JOIN param_set p ON p.id = c.param_set
+                LEFT JOIN series s ON s.id = c.series
+                WHERE {where} ORDER BY c.id""", args).fetchall()
+        return [{**dict(r), "params": None if r["params"] is None else json.loads(r["params"])}
+                for r in rows]
+
+    @_noted
+    def history(self, project: str, sequence_name: str) -> list[dict[str, Any]]:
+        """Every change of the template of a Project x SequenceName, oldest first: ``{"id",
+        "kind" (learnt, accepted, imported, pinned, unpinned), "at" (ISO 8601), "by",
+        "reason", "set_id", "previous_set_id", "project", "sequence_name", "params",
+        "session", "series_number", "station"}`` (the last three name the accepted or
+        deciding series, else None; ``params`` is None for an unpin)."""
+        with self._lock:
+            return self._history_where("c.project_key = ? AND c.sequence_key = ?",
+                                       _key(project, sequence_name))
+
+    @_noted
+    def template_changes(
+        self, *, project: str | None = None, kinds: Iterable[str] | None = None,
+        since: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Template changes across templates, oldest first, as ``history`` gives them:
+        of one project, of some kinds (e.g. ``("accepted",)``), at or after ``since``
+        (ISO 8601, compared as text)."""
+        where, args = ["1"], []
+        if project is not None:
+            where.append("c.project_key = ?")
+            args.append(_fold(project))
+        if kinds is not None:
+            kinds = list(kinds)
+            where.append(f"c.kind IN ({', '.join('?' * len(kinds))})")
+            args += kinds
+        if since is not None:
+            where.append("c.at >= ?")
+            args.append(since)
+        with self._lock:
+            return self._history_where(" AND ".join(where), tuple(args))
+
+    @_noted
+    def previous_software(self, header: Mapping[str, Any]) -> str | None:
+        """The SoftwareVersions of the last series recorded on the header's station for its
+        Project x SequenceName (its template name), or None if none or unknown. Ask
+        before recording the series."""
+        with self._lock:
+            row = self._db.execute(
+                """SELECT software FROM last_software
+                   WHERE station = ? AND project_key = ? AND sequence_key = ?""",
+                (str(header.get("Station", NULL)),
+                 *_key(str(header.get("Project", NULL)), template_name(header)))).fetchone()
+        return None if row is None else row[0]
+
+    @_noted
+    def project_templates(self, project: str) -> list[dict[str, Any]]:
+        """The template of every SequenceName of one project, as ``templates`` gives them,
+        each with its ``"history"``."""
+        with self._lock:
+            out = []
+            for t in self.templates():
+                if _fold(t["project"]) == _fold(project):
+                    out.append({**t, "history": self.history(project, t["sequence_name"])})
+            return out
 
     @_noted
     def series_on(self, day: str) -> list[dict[str, Any]]:
