@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mrqart.config import Config, default_db
+from mrqart.config import DICOM_SUBDIR, Config, default_db
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
 from mrqart.synth import PROTOCOL
 
@@ -59,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "missing series are reported (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_db(p)
+    node = p.add_argument_group(
+        "DICOM node", "receive images by C-STORE too (mrqart as a DICOM node on --host)")
+    env_port = os.environ.get("MRQART_DICOM_PORT")
+    node.add_argument("--dicom-port", type=int, default=int(env_port) if env_port else None,
+                      metavar="PORT", help="listen for C-STORE and C-ECHO on this port, e.g. "
+                      "11112 (env MRQART_DICOM_PORT; default: no DICOM node)")
+    node.add_argument("--ae-title", default=os.environ.get("MRQART_AE_TITLE", "MRQART"),
+                      type=_ae_title, help="the node's AE title (env MRQART_AE_TITLE; "
+                      "default: %(default)s)")
+    node.add_argument("--dicom-dir", type=Path, default=None, metavar="DIR",
+                      help=f"where received images are written (default: DIR/{DICOM_SUBDIR} "
+                      "of the first watched DIR)")
+    node.add_argument("--dicom-allow", action="append", default=[], type=_allow,
+                      metavar="AE|ADDRESS|AE@ADDRESS",
+                      help="a calling AE title and/or peer address or network (10.0.0.0/24) "
+                      "that may send; repeatable or comma-separated. Without it only a node "
+                      "on a loopback --host starts, accepting everyone")
     p.set_defaults(func=cmd_run)
 
     # --- simulate: the synthetic scanner (owner: synth) ----------------------
@@ -193,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ae_title(text: str) -> str:
+    if not 0 < len(text.strip()) <= 16 or not text.isascii():
+        raise argparse.ArgumentTypeError(f"{text!r}: an AE title is 1 to 16 ASCII characters")
+    return text.strip()
+
+
+def _allow(text: str) -> str:
+    from mrqart.ingest.dicomnode import parse_allow
+
+    try:
+        parse_allow([text])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
 
@@ -211,7 +244,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = Config(
         roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
         rules=args.rules, catch_up=not args.no_catch_up, finish_minutes=args.finish_minutes,
+        dicom_port=args.dicom_port, ae_title=args.ae_title, dicom_dir=args.dicom_dir,
+        dicom_allow=tuple(args.dicom_allow),
     )
+    if config.dicom_port is not None:
+        config.receive_dir.mkdir(parents=True, exist_ok=True)
     try:
         trio.run(service.main, config)
     except (Exception, BaseExceptionGroup) as error:

@@ -28,6 +28,8 @@ def _static_dir() -> Path:
 STATIC_DIR = _static_dir()
 #: How often changed file counts are written to the store (and once more at shutdown).
 FLUSH_SECONDS = 1.0
+#: Where the DICOM node writes by default: this sub-directory of the first watched directory.
+DICOM_SUBDIR = "dicomnode"
 
 
 def default_db() -> Path:
@@ -54,3 +56,26 @@ class Config:
     flush_seconds: float = FLUSH_SECONDS
     #: A session with no new file for this long is finished (missing series reported).
     finish_minutes: float = FINISHED_AFTER_MINUTES
+    #: The DICOM node (C-STORE SCP, mrqart.ingest.dicomnode) listens here on ``host``;
+    #: None: no node.
+    dicom_port: int | None = None
+    ae_title: str = "MRQART"
+    #: The node's receive directory; None: ``DICOM_SUBDIR`` of the first root.
+    dicom_dir: Path | None = None
+    #: Calling AE titles and/or peer addresses that may send (dicomnode.parse_allow);
+    #: empty: everyone, allowed only when ``host`` is loopback.
+    dicom_allow: tuple[str, ...] = ()
+
+    @property
+    def receive_dir(self) -> Path:
+        return self.dicom_dir if self.dicom_dir is not None else self.roots[0] / DICOM_SUBDIR
+
+    @property
+    def watch_roots(self) -> tuple[Path, ...]:
+        """The directories the watcher follows: the roots, and the DICOM node's receive
+        directory when it lies outside them (it must exist)."""
+        if self.dicom_port is None or any(
+            self.receive_dir.resolve().is_relative_to(root.resolve()) for root in self.roots
+        ):
+            return self.roots
+        return (*self.roots, self.receive_dir)

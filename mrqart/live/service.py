@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -42,6 +42,9 @@ from mrqart.rules.compliance import Compliance
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
 from mrqart.store import Store
 
+if TYPE_CHECKING:
+    from mrqart.ingest.dicomnode import DicomNode
+
 log = logging.getLogger("mrqart")
 T = TypeVar("T")
 
@@ -58,6 +61,8 @@ MESSAGE_BUFFER = 256
 ECHO_PROBE_FILES = 8
 #: Series probed at once; older probes are dropped (a series that ended after one file).
 MAX_ECHO_PROBES = 64
+#: How often a C-STORE waiting for room looks again at the session task's backlog.
+ROOM_POLL_SECONDS = 0.005
 
 
 def _made_today(directory: str) -> bool:
@@ -84,7 +89,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.rules = load_rules(self.config.rules) if self.config.rules else DEFAULT_RULES
         self.watcher = Watcher(
-            [str(r) for r in self.config.roots], source=self.source,
+            [str(r) for r in self.config.watch_roots], source=self.source,
             pattern=self.config.pattern,
             catch_up=_made_today if self.config.catch_up else None,
         )
@@ -96,6 +101,7 @@ class Pipeline:
         self._echo_probe: dict[str, dict[Any, Any]] = {}  # series key -> {EchoNumber: TE}
         self.files_seen = 0
         self.unreadable = 0
+        self._files_in: trio.MemoryReceiveChannel[FileReady] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. Started once the watches are in place and today's state is back.
@@ -113,6 +119,7 @@ class Pipeline:
             await self._restore_today()
             files_send, files_receive = trio.open_memory_channel[FileReady](FILE_BUFFER)
             messages_send, messages_receive = trio.open_memory_channel[Message](MESSAGE_BUFFER)
+            self._files_in = files_receive
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.hub.run, messages_receive, name="hub")
                 nursery.start_soon(self._session_task, files_receive, messages_send, name="session")
@@ -124,6 +131,14 @@ class Pipeline:
             with trio.CancelScope(shield=True):
                 await self._flush()
                 await trio.to_thread.run_sync(self.store.close, limiter=self._sqlite)
+
+    async def wait_for_room(self) -> None:
+        """Return once the session task is not behind: its file channel is less than
+        half full. The DICOM node's backpressure: a C-STORE (and the scanner) waits here
+        rather than piling files into the kernel queue."""
+        while (self._files_in is not None
+               and self._files_in.statistics().current_buffer_used >= FILE_BUFFER // 2):
+            await trio.sleep(ROOM_POLL_SECONDS)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -370,6 +385,19 @@ def _build_app(pipeline: Pipeline) -> QuartTrio:
     )
 
 
+def dicom_node(config: Config, pipeline: Pipeline) -> DicomNode | None:
+    """The C-STORE node feeding ``pipeline`` through its receive directory, when
+    ``config.dicom_port`` is set. ValueError for a bad allow-list, or none off loopback."""
+    if config.dicom_port is None:
+        return None
+    from mrqart.ingest.dicomnode import DicomNode, parse_allow  # pynetdicom: only if used
+
+    return DicomNode(
+        config.receive_dir, host=config.host, port=config.dicom_port, ae_title=config.ae_title,
+        allow=parse_allow(config.dicom_allow), room=pipeline.wait_for_room,
+    )
+
+
 def hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [f"{config.host}:{config.port}"]
@@ -396,6 +424,7 @@ async def run_service(
     if stop is None:
         stop = trio.Event()
     pipeline = Pipeline(config, source=source)
+    node = dicom_node(config, pipeline)
     app = _build_app(pipeline)
 
     async def shutdown_trigger() -> None:
@@ -404,13 +433,17 @@ async def run_service(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(pipeline.run, name="pipeline")
-        async with trio.open_nursery() as web:
-            binds = await web.start(
-                partial(serve, app, hypercorn_config(config), shutdown_trigger=shutdown_trigger),
-                name="web",
-            )
-            task_status.started(binds[0])
-        # hypercorn returned: stop was set and its connections are closed.
+        async with trio.open_nursery() as ingest:  # the node drains before the pipeline stops
+            if node is not None:
+                await ingest.start(node.run, name="dicomnode")
+            async with trio.open_nursery() as web:
+                binds = await web.start(
+                    partial(serve, app, hypercorn_config(config), shutdown_trigger=shutdown_trigger),
+                    name="web",
+                )
+                task_status.started(binds[0])
+            # hypercorn returned: stop was set and its connections are closed.
+            ingest.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
 
 
@@ -438,12 +471,15 @@ def app_from_env() -> QuartTrio:
 
     Configured by MRQART_WATCH (directories, separated by ':'), MRQART_DB, MRQART_RULES
     and MRQART_FINISH_MINUTES; the app's lifespan starts the same pipeline in the app's nursery.
+    MRQART_DICOM_PORT starts the DICOM node too (MRQART_AE_TITLE, MRQART_DICOM_DIR,
+    MRQART_DICOM_ALLOW: comma-separated), listening on MRQART_DICOM_HOST (default 127.0.0.1).
     """
     watch = os.environ.get("MRQART_WATCH")
     if not watch:
         raise RuntimeError("set MRQART_WATCH to the directories to watch (separated by ':')")
     rules = os.environ.get("MRQART_RULES")
     finish = os.environ.get("MRQART_FINISH_MINUTES")
+    dicom_port, dicom_dir = os.environ.get("MRQART_DICOM_PORT"), os.environ.get("MRQART_DICOM_DIR")
     db = default_db()
     db.parent.mkdir(parents=True, exist_ok=True)
     config = Config(
@@ -451,13 +487,23 @@ def app_from_env() -> QuartTrio:
         db=db,
         rules=Path(rules) if rules else None,
         finish_minutes=float(finish) if finish else FINISHED_AFTER_MINUTES,
+        host=os.environ.get("MRQART_DICOM_HOST", "127.0.0.1"),
+        dicom_port=int(dicom_port) if dicom_port else None,
+        ae_title=os.environ.get("MRQART_AE_TITLE", "MRQART"),
+        dicom_dir=Path(dicom_dir) if dicom_dir else None,
+        dicom_allow=tuple(os.environ.get("MRQART_DICOM_ALLOW", "").split(",")),
     )
+    if config.dicom_port is not None:
+        config.receive_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(config)
+    node = dicom_node(config, pipeline)
     app = _build_app(pipeline)
 
     @app.before_serving
     async def start_pipeline() -> None:
         await app.nursery.start(pipeline.run)
+        if node is not None:
+            await app.nursery.start(node.run)
 
     @app.after_serving
     async def close_browsers() -> None:
