@@ -6,7 +6,11 @@ protocol localizer, T1w, rest, dwi; then on Monday 2026-11-30 two sessions:
 - DAY1 (09:00): rest has TR 2000 (as on 11-25, 11-26 and 11-27: a 4-day streak), dwi
   is missing;
 - DAY2 (11:00): T1w has FA 12 (template 9), rest stopped at 250 of 300 files and the
-  operator acknowledged it, and "fmap_new" was never seen before (no template).
+  operator acknowledged it, dwi has TE 92 (template 89) and the physicist accepted it as
+  the new reference at 12:10, and "fmap_new" was never seen before (no template).
+
+Series are recorded as the live path records them: one that differed from its template
+does not vote (``trusted=False``), so a wrong series never becomes the reference.
 
 Project "Kids/Study 2" (a slash and a space in its name) scans T1w and rest on 11-23
 and 11-30, both conforming.
@@ -30,6 +34,9 @@ KIDS_DAY = "1.2.826.0.1.3680043.2.1125.20261130.3"
 STREAK_DAYS = ("20261125", "20261126", "20261127")
 ACK_REASON = "participant moved, stopped early"
 ACK_AT = "2026-11-30T11:40:00+00:00"
+ACCEPT_BY = "dr. physicist"
+ACCEPT_REASON = "new diffusion scheme, approved by the PI"
+ACCEPT_AT = "2026-11-30T12:10:00+00:00"
 
 #: name -> (parameters that differ from synth's DEFAULT_FIELDS, usual number of files)
 SERIES: dict[str, tuple[dict[str, Any], int]] = {
@@ -57,7 +64,7 @@ def record_session(
             "Station": station, "AcqDate": day, "AcqTime": f"{hour:02d}{number:02d}00.000000",
         }
         store.record_series(header, n_files=(n_files or {}).get(name, usual), source="live",
-                            session=session)
+                            session=session, trusted=name not in (changed or {}))
 
 
 def build_month(store: Store) -> None:
@@ -75,9 +82,10 @@ def build_month(store: Store) -> None:
     record_session(store, DAY1, "20261130", 9, ("localizer", "T1w", "rest"), subject="sub-a",
                    changed={"rest": {"TR": 2000.0}})
     record_session(store, DAY2, "20261130", 11, (*PROTOCOL, "fmap_new"), subject="sub-b",
-                   changed={"T1w": {"FA": 12.0}}, n_files={"rest": 250})
+                   changed={"T1w": {"FA": 12.0}, "dwi": {"TE": 92.0}}, n_files={"rest": 250})
     record_session(store, KIDS_DAY, "20261130", 14, ("T1w", "rest"), project=KIDS,
                    subject="kid02", station="AWP2")
     incomplete = Alert(id=f"{DAY2}:3:incomplete", kind="incomplete", session=DAY2,
                        series=f"{DAY2}:3", text="rest series 3 incomplete: 250 of 300")
     store.acknowledge(incomplete.to_json(), ACK_REASON, ACK_AT)
+    store.accept(DAY2, 4, reason=ACCEPT_REASON, by=ACCEPT_BY, at=ACCEPT_AT)

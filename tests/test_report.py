@@ -9,7 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reportkit import ACK_AT, ACK_REASON, DAY, DAY1, DAY2, KIDS, KIDS_DAY, PROJECT, build_month
+from reportkit import (
+    ACCEPT_AT,
+    ACCEPT_BY,
+    ACCEPT_REASON,
+    ACK_AT,
+    ACK_REASON,
+    DAY,
+    DAY1,
+    DAY2,
+    KIDS,
+    KIDS_DAY,
+    PROJECT,
+    build_month,
+)
 
 from mrqart.cli import main
 from mrqart.report import Exclusions, Period, build_report, load_exclusions, project_history
@@ -45,8 +58,8 @@ def session(key: str, subject: str, time: str, series: list[dict[str, Any]], *,
 
 EXPECTED_DAY = {
     "period": {"first": "2026-11-30", "last": "2026-11-30"},
-    "counts": counts(series=8, conform=5, differ=2, no_template=1, acknowledged=1,
-                     incomplete=1, missing=1, excluded=2),
+    "counts": counts(series=8, conform=4, differ=2, no_template=1, accepted=1,
+                     acknowledged=1, incomplete=1, missing=1, excluded=2),
     "projects": [
         {
             "project": PROJECT,
@@ -63,22 +76,27 @@ EXPECTED_DAY = {
                         "param": "FA", "expected": 9.0, "got": 12.0, "difference": 3.0,
                         "text": "FA: expected 9, got 12 (+3)", "streak": 1},)),
                     line(3, "rest", "11:03", 250),
-                    line(4, "dwi", "11:04", 64),
+                    line(4, "dwi", "11:04", 64, "accepted"),
                     line(5, "fmap_new", "11:05", 72, "no_template"),
                 ], alerts=[{
                     "kind": "incomplete", "series_number": 3,
                     "text": "rest series 3 incomplete: 250 of 300",
                     "ack": {"text": "rest series 3 incomplete: 250 of 300",
                             "reason": ACK_REASON, "at": ACK_AT},
-                }], counts=counts(series=4, conform=2, differ=1, no_template=1, acknowledged=1,
-                                  incomplete=1, excluded=1)),
+                }], counts=counts(series=4, conform=1, differ=1, no_template=1, accepted=1,
+                                  acknowledged=1, incomplete=1, excluded=1)),
             ],
-            "accepted_changes": [],
+            "accepted_changes": [{
+                "project": PROJECT, "sequence_name": "dwi", "at": ACCEPT_AT, "by": ACCEPT_BY,
+                "reason": ACCEPT_REASON, "session": DAY2, "series_number": 4,
+                "changes": [{"param": "TE", "expected": 89.0, "got": 92.0, "difference": 3.0,
+                             "text": "TE: 89 -> 92 (+3)", "streak": 1}],
+            }],
             "streaks": [{"sequence_name": "rest", "param": "TR", "days": 4,
                          "since": "2026-11-25", "last": "2026-11-30", "expected": 1300.0,
                          "got": 2000.0}],
-            "counts": counts(series=6, conform=3, differ=2, no_template=1, acknowledged=1,
-                             incomplete=1, missing=1, excluded=2),
+            "counts": counts(series=6, conform=2, differ=2, no_template=1, accepted=1,
+                             acknowledged=1, incomplete=1, missing=1, excluded=2),
         },
         {
             "project": KIDS,
@@ -254,11 +272,18 @@ def test_project_history(month: Store) -> None:
         ("2026-11-25", 2000.0), ("2026-11-26", 2000.0), ("2026-11-27", 2000.0),
         ("2026-11-30", 2000.0)]
     assert {p.value for p in tr.points if not p.differs} == {1300.0}
-    assert [p.param for p in t1w.params] == ["FA"] and dwi.params == ()
+    assert [p.param for p in t1w.params] == ["FA"]
+    # dwi's TE changed once, by a person: the accepted point, judged against 89, is no
+    # difference, and the template is 92 from then on
+    (te,) = dwi.params
+    assert (te.param, te.template) == ("TE", 92.0)
+    assert [(p.date, p.value, p.template, p.differs, p.accepted) for p in te.points][-2:] == [
+        ("2026-11-27", 89.0, 89.0, False, False), ("2026-11-30", 92.0, 89.0, False, True)]
+    assert [a.reason for a in dwi.accepted] == [ACCEPT_REASON]
     assert fmap.n_series == 1 and fmap.params == ()
-    # weeks from Monday; no_template series are not counted
+    # weeks from Monday; series without a template (the first session) are not counted
     assert [(w.week, w.series, w.conform) for w in history.weeks] == [
-        ("2026-11-02", 15, 15), ("2026-11-09", 15, 15), ("2026-11-16", 15, 15),
+        ("2026-11-02", 12, 12), ("2026-11-09", 15, 15), ("2026-11-16", 15, 15),
         ("2026-11-23", 15, 12), ("2026-11-30", 5, 3)]
     assert json.loads(json.dumps(history.to_json()))["project"] == PROJECT
 

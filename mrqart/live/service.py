@@ -37,6 +37,7 @@ from mrqart.ingest.watcher import FileReady, Watcher
 from mrqart.live.hub import Hub, Message, coalesce, receive_batches
 from mrqart.live.session import Known, SessionState
 from mrqart.live.web import MAX_WS_MESSAGE, create_app
+from mrqart.report import Period, load_exclusions, pages
 from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name
 from mrqart.rules.compliance import Compliance
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
@@ -96,6 +97,7 @@ class Pipeline:
         self.store: Store | None = None
         self._sqlite = trio.CapacityLimiter(1)  # sqlite: one writer, one thread at a time
         self._readers = trio.CapacityLimiter(1)  # the session task reads one header at a time
+        self._report_limiter = trio.CapacityLimiter(1)  # report pages: one at a time
         self._store_failing = False
         self.compliance = Compliance(self.config.finish_minutes)
         self._echo_probe: dict[str, dict[Any, Any]] = {}  # series key -> {EchoNumber: TE}
@@ -374,13 +376,46 @@ class Pipeline:
         return value
 
 
+    # -- the report pages (mrqart.report) ----------------------------------------------
+
+    async def report_page(self, day: str | None, since: str | None) -> str:
+        """The /reports page of a day (default yesterday) or since a day; ValueError for
+        a malformed date."""
+        period = Period.parse(day, since)
+        return await self._report_call(pages.report_page, period)
+
+    async def project_page(self, project: str, since: str | None) -> str:
+        period = pages.project_period(since)
+        return await self._report_call(pages.project_page, project, period)
+
+    async def _report_call(self, page: Callable[..., str], *args: Any) -> str:
+        """Build a page in a worker thread (one at a time) on a connection of its own, so
+        the live path's store calls never wait for a report (sqlite in WAL mode lets a
+        reader run beside the writer); an in-memory store is shared instead."""
+        rules, config = self.rules, self.config
+
+        def build(store: Store) -> str:
+            exclusions = load_exclusions(config.rules)
+            return page(store, *args, rules=rules, exclusions=exclusions)
+
+        if str(config.db) == ":memory:":
+            assert self.store is not None
+            return await trio.to_thread.run_sync(build, self.store, limiter=self._sqlite)
+
+        def build_own() -> str:
+            with Store(config.db) as store:
+                return build(store)
+
+        return await trio.to_thread.run_sync(build_own, limiter=self._report_limiter)
+
+
 def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
     return store.template(str(header.get("Project")), template_name(header))
 
 
 def _build_app(pipeline: Pipeline) -> QuartTrio:
     return create_app(
-        pipeline.state, pipeline.hub, console=pipeline,
+        pipeline.state, pipeline.hub, console=pipeline, reports=pipeline,
         static_dir=pipeline.config.static_dir, health=pipeline.health,
     )
 

@@ -10,6 +10,8 @@ session state's JSON views and relay hub messages; they decide nothing.
     GET /api/stations/<station>/checklist   the station's current session vs its protocol
     POST /api/alerts/<id>/ack    {"reason"}: acknowledge an alert
     POST /api/projects/<project>/protocol   {"from_session"}: pin; DELETE: unpin
+    GET /reports?day=|since=     the daily compliance report (HTML), any day
+    GET /projects/<project>?since=   a project's history: plots per series and week
     GET /healthz                 pipeline statistics
     WS  /ws                      the hub's messages, one JSON text each
 """
@@ -17,7 +19,7 @@ session state's JSON views and relay hub messages; they decide nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -49,11 +51,21 @@ class Console(Protocol):
     async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None: ...
 
 
+class Reports(Protocol):
+    """The report pages (HTML), built from the store off the trio thread; ValueError
+    for a malformed day."""
+
+    async def report_page(self, day: str | None, since: str | None) -> str: ...
+
+    async def project_page(self, project: str, since: str | None) -> str: ...
+
+
 def create_app(
     state: SessionState,
     hub: Hub,
     *,
     console: Console | None = None,
+    reports: Reports | None = None,
     static_dir: Path = STATIC_DIR,
     health: Callable[[], dict[str, Any]] = dict,
 ) -> QuartTrio:
@@ -90,6 +102,8 @@ def create_app(
 
     if console is not None:
         _add_console_routes(app, console, station_or_404)
+    if reports is not None:
+        _add_report_routes(app, reports)
 
     @app.get("/healthz")
     async def healthz() -> Any:
@@ -135,6 +149,23 @@ def _add_console_routes(
                 abort(400, 'give {"from_session": SESSION}')
         protocol = await console.pin_protocol(project, session)
         return jsonify(_or_404(protocol, "no series recorded for that session"))
+
+
+def _add_report_routes(app: QuartTrio, reports: Reports) -> None:
+    async def html(page: Awaitable[str]) -> Any:
+        try:
+            return await page, 200, {"Content-Type": "text/html; charset=utf-8"}
+        except ValueError as e:
+            abort(400, str(e))
+
+    @app.get("/reports")
+    async def report() -> Any:
+        return await html(reports.report_page(request.args.get("day"), request.args.get("since")))
+
+    # <path:...>: project names may hold slashes (the page links them %2F-quoted)
+    @app.get("/projects/<path:project>")
+    async def project(project: str) -> Any:
+        return await html(reports.project_page(project, request.args.get("since")))
 
 
 def _or_404(value: T | None, reason: str) -> T:

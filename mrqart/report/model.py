@@ -11,11 +11,11 @@ conformance rate per week (what ``plots`` draws).
 
 Pure apart from the store calls (blocking: run it in a worker thread from trio).
 
-How a series is judged: against its Project x SequenceName template with
-``rules.check`` (live series in live context, as the service checked them). A template
-that only this one series ever used is no template ("not onboarded"): that series was
-the first of its kind. Accepted changes (a person made a series' parameters the new
-reference) come from ``accepted_changes``, the one place that asks the store for them.
+How a series is judged: as the live path judged it, against the template its Project
+x SequenceName had when the series was acquired (the template's history in the store:
+learnt, accepted, imported, pinned), with ``rules.check`` (live series in live context).
+A series acquired before any template is "no template" (not onboarded); a series a
+person accepted as the new reference is "accepted".
 
 Exclusions (localizer, scout, 3-plane, survey by default) live in the rules TOML::
 
@@ -32,7 +32,7 @@ import datetime as dt
 import re
 import tomllib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, astuple, dataclass, field, replace
 from os import PathLike
 from typing import Any
@@ -50,6 +50,7 @@ from mrqart.rules.check import (
     template_name,
 )
 from mrqart.rules.protocol import Checklist, Protocol
+from mrqart.rules.templates import acquired_at
 
 #: Series descriptions left out of reports unless the rules TOML says otherwise: the
 #: positioning scans, whose parameters the scanner picks.
@@ -70,6 +71,11 @@ class Store(TypingProtocol):
     def protocol(self, project: str, *, exclude: str | None = None) -> Protocol: ...
 
     def acks(self, session: str) -> dict[str, dict[str, Any]]: ...
+
+    def history(self, project: str, sequence_name: str) -> list[dict[str, Any]]: ...
+
+    def template_changes(self, *, project: str | None = None, kinds: Iterable[str] | None = None,
+                         since: str | None = None) -> list[dict[str, Any]]: ...
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -132,6 +138,10 @@ def load_exclusions(path: str | PathLike[str] | None) -> Exclusions:
                            table.get("exclude_projects", [])),
         per_project=per_project,
     )
+
+
+#: Reports leave out the positioning scans (DEFAULT_EXCLUDE) unless told otherwise.
+DEFAULT_EXCLUSIONS = Exclusions()
 
 
 @dataclass(frozen=True)
@@ -373,16 +383,18 @@ def describe_difference(param: str, expected: Any, got: Any) -> Difference:
 
 
 @dataclass(frozen=True)
-class _Template:
-    """A Project x SequenceName's current template, and whether it is anybody's but one series'."""
+class _Change:
+    """One step of a template's history: from ``at`` on, ``template`` holds."""
 
-    params: Mapping[str, Any] | None
-    n_series: int
+    at: str  # ISO 8601 to the second, no zone (compared as text with acquisitions)
+    template: Mapping[str, Any] | None
+    series: tuple[str, int] | None  # (session, number) of the series that decided it
+    kind: str
 
 
 @dataclass(frozen=True)
 class _Judged:
-    """One stored series with its verdict."""
+    """One stored series with its verdict and the template it was judged against."""
 
     session: str
     project: str
@@ -397,24 +409,61 @@ class _Judged:
     header: Mapping[str, Any]
     status: Status
     differences: tuple[Difference, ...]
+    template: Mapping[str, Any] | None
+
+
+def _timeline(history: Sequence[Mapping[str, Any]]) -> list[_Change]:
+    """A template's history (``Store.history``) as the template after each change, in
+    time order: a pin wins while it lasts, else the established (learnt, accepted or
+    imported) set."""
+    established: Mapping[str, Any] | None = None
+    pinned: Mapping[str, Any] | None = None
+    out = []
+    for c in sorted(history, key=lambda c: (str(c["at"])[:19], c["id"])):
+        if c["kind"] == "pinned":
+            pinned = c["params"]
+        elif c["kind"] == "unpinned":
+            pinned = None
+        else:
+            established = c["params"]
+        series = None if c.get("session") is None else (c["session"], c["series_number"])
+        out.append(_Change(str(c["at"])[:19], pinned or established, series, c["kind"]))
+    return out
 
 
 class _Judge:
-    """Judges stored series against their templates, asking the store once per template."""
+    """Judges stored series as the live path did: against the template in effect when
+    each was acquired (the template's history, read once per template)."""
 
     def __init__(self, store: Store, rules: Rules) -> None:
         self.store = store
         self.rules = rules
-        self._templates: dict[tuple[str, str], _Template] = {}
+        self._timelines: dict[tuple[str, str], list[_Change]] = {}
         self._accepted: dict[str, tuple[AcceptedChange, ...]] = {}
 
-    def template(self, project: str, name: str) -> _Template:
+    def timeline(self, project: str, name: str) -> list[_Change]:
         key = (_fold(project), _fold(name))
-        if key not in self._templates:
-            sets = self.store.param_sets(project, name)
-            self._templates[key] = _Template(sets[0]["params"] if sets else None,
-                                             sum(s["count"] for s in sets))
-        return self._templates[key]
+        if key not in self._timelines:
+            self._timelines[key] = _timeline(self.store.history(project, name))
+        return self._timelines[key]
+
+    def template_at(self, project: str, name: str, acquired: str,
+                    series: tuple[str, int]) -> tuple[Mapping[str, Any] | None, bool]:
+        """The template of a Project x SequenceName when ``series`` was acquired (None
+        before any; a change this series decided came after its check), and whether a
+        person accepted this series."""
+        template, accepted = None, False
+        for change in self.timeline(project, name):
+            if change.series == series:
+                accepted = accepted or change.kind == "accepted"
+                continue
+            if change.at <= acquired:
+                template = change.template
+        return template, accepted
+
+    def current(self, project: str, name: str) -> Mapping[str, Any] | None:
+        changes = self.timeline(project, name)
+        return changes[-1].template if changes else None
 
     def accepted(self, project: str) -> tuple[AcceptedChange, ...]:
         """The project's accepted template changes (asked once per project)."""
@@ -423,52 +472,59 @@ class _Judge:
             self._accepted[key] = tuple(accepted_changes(self.store, project))
         return self._accepted[key]
 
-    def was_accepted(self, project: str, session: str, number: int) -> bool:
-        return any(a.session == session and a.series_number == number
-                   for a in self.accepted(project))
-
     def judge(self, row: Mapping[str, Any]) -> _Judged:
         header = row["header"]
         project, name = str(header.get("Project", NULL)), template_name(header)
-        template = self.template(project, name)
-        differences: tuple[Difference, ...] = ()
         number = int(row["series_number"])
-        if template.params is None or template.n_series <= 1:
-            status = "no_template"
-        elif self.was_accepted(project, row["session"], number):
+        day, clock = str(header.get("AcqDate", NULL)), str(header.get("AcqTime", NULL))
+        acquired = acquired_at(f"{day} {clock}") or ""
+        template, accepted = self.template_at(project, name, acquired, (row["session"], number))
+        differences: tuple[Difference, ...] = ()
+        if accepted:
             status = "accepted"
+        elif template is None:
+            status = "no_template"
         else:
-            result = check(header, template.params, self.rules, live=row["source"] == "live")
+            result = check(header, template, self.rules, live=row["source"] == "live")
             differences = tuple(describe_difference(p, e["expect"], e["have"])
                                 for p, e in result["errors"].items())
             status = "differ" if differences else "conform"
         return _Judged(
             session=row["session"], project=project, station=str(row["station"]),
-            subject=str(header.get("SubID", NULL)), day=str(header.get("AcqDate", NULL)),
-            time=str(header.get("AcqTime", NULL)), series_number=number,
+            subject=str(header.get("SubID", NULL)), day=day, time=clock, series_number=number,
             sequence_name=str(header.get("SequenceName", NULL)),
             template_key=(_fold(project), _fold(name)), n_files=int(row["n_files"]),
-            header=header, status=status, differences=differences,
+            header=header, status=status, differences=differences, template=template,
         )
 
 
-def accepted_changes(store: object, project: str) -> list[AcceptedChange]:
-    """The template changes people accepted for ``project``, oldest first.
-
-    The one place the report asks the store about acceptances: a store without
-    ``accepted_changes`` (one that does not record them) has none."""
-    read = getattr(store, "accepted_changes", None)
-    if read is None:
-        return []
+def accepted_changes(store: Store, project: str) -> list[AcceptedChange]:
+    """The template changes people accepted for ``project``, oldest first, each with
+    what changed from the template it replaced."""
     out = []
-    for a in read(project):
-        changes = tuple(describe_difference(p, c.get("expect"), c.get("have"))
-                        for p, c in (a.get("changes") or {}).items())
+    for a in store.template_changes(project=project, kinds=("accepted",)):
+        previous = None
+        if a["previous_set_id"] is not None:
+            previous = next((s["params"] for s in store.param_sets(project, a["sequence_name"])
+                             if s["id"] == a["previous_set_id"]), None)
         out.append(AcceptedChange(
-            project=str(a.get("project", project)), sequence_name=str(a["sequence_name"]),
-            at=str(a["at"]), by=str(a.get("by") or ""), reason=str(a.get("reason") or ""),
-            session=a.get("session"), series_number=a.get("series_number"), changes=changes))
+            project=str(a["project"]), sequence_name=str(a["sequence_name"]), at=str(a["at"]),
+            by=str(a["by"]), reason=str(a["reason"]), session=a["session"],
+            series_number=a["series_number"], changes=_changes(previous, a["params"] or {})))
     return out
+
+
+def _changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> tuple[Difference, ...]:
+    """What an accepted set changed: ``"TE: 89 -> 92 (+3)"`` per parameter."""
+    if before is None:
+        return ()
+    out = []
+    for p, e in check(after, before).get("errors", {}).items():
+        d = describe_difference(p, e["expect"], e["have"])
+        text = f"{p}: {fmt(e['expect'], p)} -> {fmt(e['have'], p)}"
+        out.append(replace(d, text=text + (f" ({_signed(d.difference)})"
+                                           if d.difference is not None else "")))
+    return tuple(out)
 
 
 # -- dates ---------------------------------------------------------------------------------
@@ -639,7 +695,7 @@ def build_report(
     *,
     project: str | None = None,
     rules: Rules = DEFAULT_RULES,
-    exclusions: Exclusions = Exclusions(),
+    exclusions: Exclusions = DEFAULT_EXCLUSIONS,
 ) -> Report:
     """The compliance report of ``period`` (of one ``project``, or every project).
 
@@ -706,13 +762,14 @@ class Point:
     date: str
     time: str
     value: Any
+    template: Any  # the template's value this series was judged against (None: none yet)
     differs: bool
     accepted: bool
 
 
 @dataclass(frozen=True)
 class ParamHistory:
-    """A parameter that varied: its values per session and the template's value."""
+    """A parameter that varied: its values per session and the template's value now."""
 
     param: str
     template: Any
@@ -761,18 +818,22 @@ def project_history(
     period: Period,
     *,
     rules: Rules = DEFAULT_RULES,
-    exclusions: Exclusions = Exclusions(),
+    exclusions: Exclusions = DEFAULT_EXCLUSIONS,
+    only: Collection[str] | None = None,
 ) -> ProjectHistory:
     """Every series of ``project`` acquired in ``period``, per template: the parameters
     that varied (a value differed from the template, or took more than one value), and
-    the conformance rate per week. Series come in the protocol's order, then by name."""
+    the conformance rate per week. Series come in the protocol's order, then by name.
+    ``only``: just these series descriptions (matched ignoring case and white space)."""
+    wanted = None if only is None else {_fold(n) for n in only}
     judge = _Judge(store, rules)
     days = _Days(store, judge, lambda name: _fold(name) == _fold(project))
     by_key: dict[tuple[str, str], list[_Judged]] = {}
     weeks: dict[str, Counter[str]] = {}
     for day in period.days():
         for j in days.on(day):
-            if exclusions.series_excluded(j.project, j.sequence_name):
+            if exclusions.series_excluded(j.project, j.sequence_name) or (
+                    wanted is not None and _fold(j.sequence_name) not in wanted):
                 continue
             by_key.setdefault(j.template_key, []).append(j)
             if j.status != "no_template":
@@ -785,7 +846,7 @@ def project_history(
     for key, rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][1], len(order)),
                                                              kv[0][1])):
         name = rows[-1].sequence_name
-        template = judge.template(rows[-1].project, template_name(rows[-1].header)).params or {}
+        template = judge.current(rows[-1].project, template_name(rows[-1].header)) or {}
         params = []
         for param in template:
             if param in _NAMING or (param in rules and rules[param].ignore):
@@ -793,6 +854,7 @@ def project_history(
             points = tuple(Point(
                 session=j.session, date=_iso_day(j.day), time=_clock(j.time),
                 value=j.header.get(param, NULL),
+                template=None if j.template is None else j.template.get(param),
                 differs=any(d.param == param for d in j.differences),
                 accepted=j.status == "accepted") for j in rows)
             if any(p.differs for p in points) or len({fmt(p.value, param) for p in points}) > 1:
