@@ -15,7 +15,9 @@ Bad input never raises: the result is ``Unreadable(path, reason)``.  A broken pa
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Any, Final
@@ -127,14 +129,29 @@ _HEAD: Final = struct.Struct("<HH2sH")  # group, element, VR, short length
 _U32: Final = struct.Struct("<I")
 _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM, _SEQ_END = 0xE000, 0xE0DD  # delimiters in group FFFE
-_ITEM_END_TAG: Final = 0xFFFEE00D
+_ITEM_END: Final = 0xE00D
+_DELIM: Final = struct.Struct("<HHI")
 _TRANSFER_SYNTAX: Final = 0x00020010
 _PREAMBLE: Final = 128
 _FIRST_READ: Final = 256 * 1024  # covers a Siemens header with its ~90 KB of CSA
+_CHUNK: Final = 1024 * 1024
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+# Bounds on what one file may cost (issue 10): nothing we need lies beyond this many
+# bytes of a file, and sequences never nest deeper than this in real MR headers
+# (Enhanced MR functional groups nest 3-4 levels).
+MAX_HEADER_BYTES: Final = 16 * 1024 * 1024
+MAX_DEPTH: Final = 32
 
 
 class _Truncated(Exception):
-    """The buffer ends inside an element."""
+    """The buffer ends inside an element: `need` is a position the walk must reach
+    (an element's declared end, or just past the buffer when it is not known)."""
+
+    def __init__(self, need: int, tag: int | None = None) -> None:
+        super().__init__(need, tag)
+        self.need, self.tag = need, tag
 
 
 class _Malformed(Exception):
@@ -151,13 +168,69 @@ def _element(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int
     For an undefined-length sequence the value end is the position after its delimiter.
     The VR is b"UN" in implicit VR data.  Raises _Truncated or _Malformed.
     """
-    if pos + 8 > len(buf):
-        raise _Truncated
+    tag, vr, start, end = _element_head(buf, pos, explicit)
+    if end == -1:
+        # Sequences; in explicit files a UN of undefined length holds implicit VR.
+        end = _skip_sequence(buf, start, explicit and vr != b"UN")
+    return tag, vr, start, end
+
+
+def _skip_sequence(buf: bytes, pos: int, explicit: bool) -> int:
+    """Position after the delimiter of the undefined-length sequence whose items start at `pos`.
+
+    Iterative, with an explicit stack of open sequences and items: a hostile file of
+    thousands of nested sequences costs no Python recursion; deeper than MAX_DEPTH is
+    _Malformed.  Defined-length items are stepped over whole.
+    """
+    n = len(buf)
+    # One entry per open level: (is_item, explicit VR inside).
+    stack: list[tuple[bool, bool]] = [(False, explicit)]
+    while stack:
+        if pos + 8 > n:
+            raise _Truncated(n + 1)
+        in_item, explicit = stack[-1]
+        group, elem, length = _DELIM.unpack_from(buf, pos)
+        if not in_item:  # inside a sequence: an item or the sequence delimiter
+            pos += 8
+            if group != 0xFFFE:
+                raise _Malformed(f"({group:04X},{elem:04X}) where a sequence item was expected")
+            if elem == _SEQ_END:
+                stack.pop()
+            elif elem != _ITEM:
+                raise _Malformed(f"unexpected delimiter (FFFE,{elem:04X})")
+            elif length == _UNDEFINED:
+                stack.append((True, explicit))
+            elif pos + length > n:
+                raise _Truncated(pos + length, 0xFFFEE000)
+            else:
+                pos += length
+        elif group == 0xFFFE and elem == _ITEM_END:
+            pos += 8
+            stack.pop()
+        else:  # an element of an undefined-length item
+            _, vr, start, end = _element_head(buf, pos, explicit)
+            if end != -1:
+                pos = end
+            else:
+                if len(stack) >= 2 * MAX_DEPTH:  # a sequence and an item per level
+                    raise _Malformed(f"sequences nested deeper than {MAX_DEPTH} levels")
+                stack.append((False, explicit and vr != b"UN"))
+                pos = start
+    return pos
+
+
+def _element_head(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]:
+    """(tag, VR, value start, value end) of the element at `pos`, value end -1 for an
+    undefined length.  The VR is b"UN" in implicit VR data.  Raises _Truncated (also
+    for a declared length beyond the buffer, never allocating it) or _Malformed."""
+    n = len(buf)
+    if pos + 8 > n:
+        raise _Truncated(pos + 8)
     group, elem, vr, length = _HEAD.unpack_from(buf, pos)
     if explicit and group != 0xFFFE:
         if vr in LONG_VRS:
-            if pos + 12 > len(buf):
-                raise _Truncated
+            if pos + 12 > n:
+                raise _Truncated(pos + 12)
             length = _U32.unpack_from(buf, pos + 8)[0]
             pos += 12
         elif vr in _SHORT_VRS:
@@ -168,36 +241,12 @@ def _element(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int
         length = _U32.unpack_from(buf, pos + 4)[0]
         pos += 8
         vr = b"UN"
+    tag = (group << 16) | elem
     if length == _UNDEFINED:
-        # Sequences; in explicit files a UN of undefined length holds implicit VR.
-        return (group << 16) | elem, vr, pos, _skip_sequence(buf, pos, explicit and vr != b"UN")
-    if pos + length > len(buf):
-        raise _Truncated
-    return (group << 16) | elem, vr, pos, pos + length
-
-
-def _skip_sequence(buf: bytes, pos: int, explicit: bool) -> int:
-    """Position after the delimiter of the undefined-length sequence whose items start at `pos`."""
-    while True:
-        if pos + 8 > len(buf):
-            raise _Truncated
-        group, elem, length = struct.unpack_from("<HHI", buf, pos)
-        pos += 8
-        if group != 0xFFFE:
-            raise _Malformed(f"({group:04X},{elem:04X}) where a sequence item was expected")
-        if elem == _SEQ_END:
-            return pos
-        if elem != _ITEM:
-            raise _Malformed(f"unexpected delimiter (FFFE,{elem:04X})")
-        if length != _UNDEFINED:
-            pos += length
-            continue
-        # An undefined-length item: step over its elements up to the item delimiter.
-        while True:
-            tag, _, _, end = _element(buf, pos, explicit)
-            pos = end
-            if tag == _ITEM_END_TAG:
-                break
+        return tag, vr, pos, -1
+    if pos + length > n:
+        raise _Truncated(pos + length, tag)
+    return tag, vr, pos, pos + length
 
 
 def _elements(buf: bytes, complete: bool) -> dict[int, bytes]:
@@ -209,7 +258,7 @@ def _elements(buf: bytes, complete: bool) -> dict[int, bytes]:
     if len(buf) < _PREAMBLE + 4:
         if complete:
             raise _Malformed("shorter than the 128-byte preamble and DICM prefix")
-        raise _Truncated
+        raise _Truncated(_PREAMBLE + 4)
     if buf[_PREAMBLE : _PREAMBLE + 4] != b"DICM":
         raise _Malformed("no DICM prefix after the 128-byte preamble")
     pos = _PREAMBLE + 4
@@ -245,11 +294,11 @@ def _elements(buf: bytes, complete: bool) -> dict[int, bytes]:
         else:  # implicit VR sequences
             _, _, start, pos = _element(buf, pos, explicit)
         if pos > n:
-            raise _Truncated
+            raise _Truncated(pos, (group << 16) | elem)
         if group in _PRIVATE_GROUPS or ((group << 16) | elem) in _WANTED:
             out[(group << 16) | elem] = buf[start:pos]
     if pos != n or not complete:
-        raise _Truncated
+        raise _Truncated(n + 1)
     return out
 
 
@@ -306,10 +355,14 @@ def _csa_fields(image: bytes | None, series: bytes | None) -> dict[str, Any]:
     out: dict[str, Any] = {"Phase": NULL, "iPAT": NULL, "Shims": NULL, "SequenceFile": NULL}
     if image:
         try:
-            phase = csa.image_element(image, "PhaseEncodingDirectionPositive")
-            out["Phase"] = int(phase) if phase is not None else NULL
-            out["iPAT"] = csa.image_element(image, "ImaPATModeText") or NULL
-        except ValueError:  # CsaError, or a Phase that is not an integer
+            found = csa.image_elements(image, _CSA_IMAGE_NAMES)
+        except csa.CsaError:  # a CSA1 header nibabel cannot parse
+            found = {}
+        out["iPAT"] = found.get("ImaPATModeText") or NULL
+        try:
+            if (phase := found.get("PhaseEncodingDirectionPositive")) is not None:
+                out["Phase"] = int(phase)
+        except ValueError:  # a Phase that is not an integer
             pass
     if series and (span := csa.ascconv_span(series)):
         values = csa.ascconv_values(series, span, _ASCCONV_KEYS)
@@ -320,6 +373,7 @@ def _csa_fields(image: bytes | None, series: bytes | None) -> dict[str, Any]:
     return out
 
 
+_CSA_IMAGE_NAMES: Final = ("PhaseEncodingDirectionPositive", "ImaPATModeText")
 _ASCCONV_KEYS: Final = (*csa.SHIM_KEYS, *csa.SHIM_KEYS_VB, "tSequenceFileName")
 
 
@@ -341,31 +395,102 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | Unreadable:
     """The header dict of the DICOM file at `path` (keys HEADER_KEYS), or Unreadable.
 
     Every value is JSON-native; missing or empty values are "null".  Never raises for
-    bad input: missing, empty, truncated or non-DICOM files give Unreadable.
+    bad input and never blocks: missing, empty, truncated or non-DICOM files, symlinks,
+    FIFOs, devices and sockets give Unreadable; at most MAX_HEADER_BYTES are read.
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as f:
-            buf = f.read(_FIRST_READ)
-            complete = len(buf) < _FIRST_READ
-            while True:
-                try:
-                    elements = _elements(buf, complete)
-                    break
-                except _Truncated:
-                    if complete:
-                        return Unreadable(name, "truncated DICOM")
-                    buf += f.read()  # rare: a header larger than the first read
-                    complete = True
+        elements = _read_elements(name)
+    except _Refused as e:
+        return Unreadable(name, str(e))
     except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+            return Unreadable(name, _SYMLINK)
         return Unreadable(name, f"{type(e).__name__}: {e.strerror or e}")
     except _Unsupported as e:
         return Unreadable(name, f"unsupported: {e}")
     except _Malformed as e:
-        if not buf:
-            return Unreadable(name, "empty file")
         return Unreadable(name, f"not DICOM: {e}")
     return _header(elements)
+
+
+class _Refused(Exception):
+    """Not read, or not read further; the message is the Unreadable reason."""
+
+
+_SYMLINK: Final = "not a regular file: symlink (not followed)"
+_FILE_TYPES: Final = (
+    (stat.S_ISDIR, "IsADirectoryError: not a regular file: directory"),
+    (stat.S_ISFIFO, "not a regular file: FIFO"),
+    (stat.S_ISSOCK, "not a regular file: socket"),
+    (stat.S_ISCHR, "not a regular file: character device"),
+    (stat.S_ISBLK, "not a regular file: block device"),
+    (stat.S_ISLNK, _SYMLINK),
+)
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        reason = next((r for test, r in _FILE_TYPES if test(mode)), "not a regular file")
+        raise _Refused(reason)
+
+
+def _read_elements(name: str) -> dict[int, bytes]:
+    """The element bytes `_elements` collects from the file `name`, reading only as much
+    of it as the walk needs and never more than MAX_HEADER_BYTES.
+
+    lstat first, so a FIFO or a device is never even opened; then open with O_NOFOLLOW
+    and O_NONBLOCK (the path may have been swapped in between) and fstat that what was
+    opened is a regular file.  Raises _Refused, OSError, _Malformed.
+    """
+    _check_regular(os.lstat(name).st_mode)
+    fd = os.open(name, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        _check_regular(st.st_mode)
+        buf: bytes | bytearray = os.read(fd, _FIRST_READ)
+        if not buf:
+            raise _Refused("empty file")
+        while True:
+            complete = len(buf) < _FIRST_READ or len(buf) >= st.st_size
+            try:
+                elements = _elements(buf, complete)
+                if isinstance(buf, bytearray):  # slices of a grown buffer: hashable bytes
+                    elements = {tag: bytes(raw) for tag, raw in elements.items()}
+                return elements
+            except _Truncated as e:
+                if e.need > MAX_HEADER_BYTES or complete or len(buf) >= MAX_HEADER_BYTES:
+                    raise _Refused(_truncated_reason(e, len(buf), st.st_size)) from None
+                # Grow geometrically: enhanced files keep their functional groups
+                # (5200,xxxx) some hundred KB in, before the pixel data.
+                target = max(e.need + _FIRST_READ, 2 * len(buf))
+                buf = _read_more(fd, buf, min(st.st_size, MAX_HEADER_BYTES, target))
+    finally:
+        os.close(fd)
+
+
+def _truncated_reason(e: _Truncated, have: int, size: int) -> str:
+    """Why a walk that ran out of bytes stops: an element declaring more than the cap or
+    the file (a hostile length, or a file cut short), or a header too big to read."""
+    if e.tag is None:
+        if have >= MAX_HEADER_BYTES:
+            return f"header larger than {MAX_HEADER_BYTES:,} bytes (element too large)"
+        return "truncated DICOM"
+    where = f"({e.tag >> 16:04X},{e.tag & 0xFFFF:04X})"
+    if e.need > MAX_HEADER_BYTES:
+        return f"element too large: {where} ends at byte {e.need:,}, beyond the {MAX_HEADER_BYTES:,}-byte cap"
+    return f"truncated DICOM: element too large: {where} ends at byte {e.need:,}, the file at {size:,}"
+
+
+def _read_more(fd: int, buf: bytes | bytearray, target: int) -> bytearray:
+    """`buf` grown in place to `target` bytes (fewer at end of file) from `fd`.
+
+    In chunks appended to one bytearray: the peak is the target plus one chunk, never
+    twice the target."""
+    grown = buf if isinstance(buf, bytearray) else bytearray(buf)
+    while len(grown) < target and (chunk := os.read(fd, min(_CHUNK, target - len(grown)))):
+        grown += chunk
+    return grown
 
 
 def _header(elements: dict[int, bytes]) -> dict[str, Any]:
