@@ -28,6 +28,7 @@ from mrqart.headers import siemens_csa as csa
 from mrqart.headers.elements import (
     CSA_IMAGE,
     CSA_SERIES,
+    DERIVED_KEYS,
     FIELDS,
     LONG_VRS,
     NULL,
@@ -73,6 +74,9 @@ DEFAULT_FIELDS: Final[dict[str, Any]] = {
     "EchoNumber": 1,
     "InstanceNumber": 1,
     "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND", "NORM"],
+    "Frames": 1,
+    "EchoTimes": [30.0],
+    "not_recorded": [],
 }
 
 
@@ -342,6 +346,8 @@ def write_dicom(
     unknown = set(fields) - set(DEFAULT_FIELDS)
     if unknown:
         raise TypeError(f"write_dicom: unknown header fields {sorted(unknown)}")
+    if derived := set(fields) & set(DERIVED_KEYS):
+        raise TypeError(f"write_dicom: {sorted(derived)} are derived, not written")
     h = {k: tuple(v) if isinstance(v, list) else v for k, v in {**DEFAULT_FIELDS, **fields}.items()}
     sop = _uid(h["SeriesUID"], h["InstanceNumber"], h["EchoNumber"]).encode()
     elements = [*_FIXED_ELEMENTS, (_SOP_INSTANCE, _element(_SOP_INSTANCE, "UI", sop))]

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from mrqart import synth
 from mrqart.headers import HEADER_KEYS, NULL, Unreadable, read_header
 from mrqart.headers import siemens_csa as csa
+from mrqart.headers.elements import DERIVED_KEYS
 
 with warnings.catch_warnings():  # nibabel warns that its DICOM readers are experimental
     warnings.simplefilter("ignore", UserWarning)
@@ -76,7 +77,7 @@ OTHER_VALUES: dict[str, Any] = {
     "EchoNumber": 3,
     "InstanceNumber": 1234,
     "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"],
-}
+}  # and the derived keys (DERIVED_KEYS), which the generator computes
 
 
 def test_defaults_round_trip(tmp_path: Path) -> None:
@@ -86,19 +87,35 @@ def test_defaults_round_trip(tmp_path: Path) -> None:
     assert json.loads(json.dumps(result)) == result  # JSON-native all the way
 
 
-@pytest.mark.parametrize("key", HEADER_KEYS)
+# Keys stored in an element of their own (Frames, EchoTimes, not_recorded are derived).
+STORED_KEYS = [k for k in HEADER_KEYS if k not in DERIVED_KEYS]
+# A single-frame file's EchoTimes is [TE]: changing TE changes it too.
+FOLLOWS = {"TE": lambda te: {"EchoTimes": [te] if te != NULL else NULL}}
+
+
+@pytest.mark.parametrize("key", STORED_KEYS)
 def test_every_field_round_trips(tmp_path: Path, key: str) -> None:
     result = header(written(tmp_path, **{key: OTHER_VALUES[key]}))
     assert result[key] == OTHER_VALUES[key]
     assert type(result[key]) is type(OTHER_VALUES[key])
+    also = FOLLOWS[key](OTHER_VALUES[key]) if key in FOLLOWS else {}
     assert {k: v for k, v in result.items() if k != key} == {
-        k: v for k, v in synth.DEFAULT_FIELDS.items() if k != key
+        k: also.get(k, v) for k, v in synth.DEFAULT_FIELDS.items() if k != key
     }
 
 
-@pytest.mark.parametrize("key", HEADER_KEYS)
+@pytest.mark.parametrize("key", STORED_KEYS)
 def test_missing_field_is_null(tmp_path: Path, key: str) -> None:
-    assert header(written(tmp_path, **{key: NULL}))[key] == NULL
+    result = header(written(tmp_path, **{key: NULL}))
+    assert result[key] == NULL
+    for other, value in (FOLLOWS[key](NULL) if key in FOLLOWS else {}).items():
+        assert result[other] == value
+
+
+@pytest.mark.parametrize("key", DERIVED_KEYS)
+def test_derived_keys_are_not_written(tmp_path: Path, key: str) -> None:
+    with pytest.raises(TypeError, match="derived"):
+        written(tmp_path, **{key: synth.DEFAULT_FIELDS[key]})
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 from mrqart import synth
 from mrqart.headers import Unreadable, read_header
 from mrqart.headers import siemens_csa as csa
-from mrqart.headers.elements import MAX_DEPTH, MAX_HEADER_BYTES
+from mrqart.headers.dicom import MAX_DEPTH, MAX_HEADER_BYTES
 
 MiB = 1024 * 1024
 

@@ -22,7 +22,22 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mrqart.headers import dicom, enhanced, ge, philips, siemens_xa
 from mrqart.headers import siemens_csa as csa
+from mrqart.headers.dicom import (
+    HEAD,
+    IMPLICIT_LE,
+    LONG_VRS,
+    MAX_HEADER_BYTES,
+    SHORT_VRS,
+    U32,
+    UNDEFINED,
+    UNSUPPORTED_TS,
+    Malformed,
+    Truncated,
+    Unsupported,
+    element,
+)
 
 __all__ = ["FIELDS", "HEADER_KEYS", "LONG_VRS", "NULL", "Field", "Unreadable", "read_header"]
 
@@ -103,203 +118,97 @@ HEADER_KEYS: Final[tuple[str, ...]] = (
     "Operator", "Station", "Project", "SequenceName", "SequenceType", "PED_major",
     "TR", "TE", "FA", "Matrix", "PixelResol", "BWP", "BWPPE", "TA", "FoV", "Shims",
     "SequenceFile", "Manufacturer", "SoftwareVersions", "StudyUID", "SeriesUID",
-    "EchoNumber", "InstanceNumber", "ImageType",
+    "EchoNumber", "InstanceNumber", "ImageType", "Frames", "EchoTimes", "not_recorded",
 )  # fmt: skip
+# Keys computed from the others or from the file's format, not stored in one element:
+# Frames (0028,0008) NumberOfFrames, 1 for single-frame files; EchoTimes, every echo
+# time of the file's frames in frame order ([TE] for a single-frame file); not_recorded,
+# the header keys this scanner never records (see NOT_RECORDED), which rules never flag.
+DERIVED_KEYS: Final = ("Frames", "EchoTimes", "not_recorded")
 
 _STANDARD: Final = {(f.group << 16) | f.element: f for f in FIELDS if f.creator is None}
-_PRIVATE_GROUPS: Final = frozenset({0x0019, 0x0029, 0x0051})
+# Siemens MR HEADER and CSA (0019, 0029, 0051), XA SDS/SDI and GE RELA (0021), GE
+# PARM (0043): whole private groups are kept, their blocks found by creator later.
+_PRIVATE_GROUPS: Final = frozenset({0x0019, 0x0021, 0x0029, 0x0043, 0x0051})
 _CHARSET: Final = 0x00080005  # SpecificCharacterSet
-_WANTED: Final = frozenset(_STANDARD) | {_CHARSET}
-_LAST_GROUP: Final = max(_PRIVATE_GROUPS | {f.group for f in FIELDS})
+_ACQ_DATETIME: Final = 0x0008002A  # AcquisitionDateTime (enhanced files have no 0008,0022/0032)
+_PULSE_SEQUENCE: Final = 0x00189005  # PulseSequenceName (enhanced files' SequenceName)
+_N_FRAMES: Final = 0x00280008  # NumberOfFrames
+_WANTED: Final = frozenset(_STANDARD) | {
+    _CHARSET, _ACQ_DATETIME, _PULSE_SEQUENCE, _N_FRAMES, ge.REORDERING,
+    enhanced.SHARED, enhanced.PER_FRAME,
+}  # fmt: skip
+_LAST_GROUP: Final = enhanced.PER_FRAME >> 16  # (5200,xxxx): the functional groups
 
-# --- the element walker ------------------------------------------------------------
-
-IMPLICIT_LE: Final = "1.2.840.10008.1.2"
-_UNSUPPORTED_TS: Final = {
-    "1.2.840.10008.1.2.2": "explicit VR big endian",
-    "1.2.840.10008.1.2.1.99": "deflated explicit VR little endian",
+# Per scanner: the header keys it never records (the page shows "not recorded by this
+# scanner", the rules never flag them); a file that holds one anyway (XA
+# interoperability files keep the TA text) lists only the others.  Classic Siemens
+# records every key.
+NOT_RECORDED: Final[dict[str, tuple[str, ...]]] = {
+    "siemens": (),
+    "siemens_xa": siemens_xa.NOT_RECORDED,
+    "ge": ge.NOT_RECORDED,
+    "philips": philips.NOT_RECORDED,
+    "other": (),
 }
-# Explicit VRs whose length is a 4-byte field after 2 reserved bytes (PS3.5 7.1.2);
-# the writer in mrqart.synth uses the same list.
-LONG_VRS: Final = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
-_SHORT_VRS: Final = frozenset(
-    b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split()
-)
-_HEAD: Final = struct.Struct("<HH2sH")  # group, element, VR, short length
-_U32: Final = struct.Struct("<I")
-_UNDEFINED: Final = 0xFFFFFFFF
-_ITEM, _SEQ_END = 0xE000, 0xE0DD  # delimiters in group FFFE
-_ITEM_END: Final = 0xE00D
-_DELIM: Final = struct.Struct("<HHI")
+
 _TRANSFER_SYNTAX: Final = 0x00020010
 _PREAMBLE: Final = 128
 _FIRST_READ: Final = 256 * 1024  # covers a Siemens header with its ~90 KB of CSA
 _CHUNK: Final = 1024 * 1024
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
-
-# Bounds on what one file may cost (issue 10): nothing we need lies beyond this many
-# bytes of a file, and sequences never nest deeper than this in real MR headers
-# (Enhanced MR functional groups nest 3-4 levels).
-MAX_HEADER_BYTES: Final = 16 * 1024 * 1024
-MAX_DEPTH: Final = 32
-
-
-class _Truncated(Exception):
-    """The buffer ends inside an element: `need` is a position the walk must reach
-    (an element's declared end, or just past the buffer when it is not known)."""
-
-    def __init__(self, need: int, tag: int | None = None) -> None:
-        super().__init__(need, tag)
-        self.need, self.tag = need, tag
-
-
-class _Malformed(Exception):
-    """The bytes do not follow the DICOM encoding."""
-
-
-class _Unsupported(_Malformed):
-    """DICOM in an encoding MR scanners do not write (big endian, deflated)."""
-
-
-def _element(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]:
-    """(tag, VR, value start, value end) of the element at `pos`.
-
-    For an undefined-length sequence the value end is the position after its delimiter.
-    The VR is b"UN" in implicit VR data.  Raises _Truncated or _Malformed.
-    """
-    tag, vr, start, end = _element_head(buf, pos, explicit)
-    if end == -1:
-        # Sequences; in explicit files a UN of undefined length holds implicit VR.
-        end = _skip_sequence(buf, start, explicit and vr != b"UN")
-    return tag, vr, start, end
-
-
-def _skip_sequence(buf: bytes, pos: int, explicit: bool) -> int:
-    """Position after the delimiter of the undefined-length sequence whose items start at `pos`.
-
-    Iterative, with an explicit stack of open sequences and items: a hostile file of
-    thousands of nested sequences costs no Python recursion; deeper than MAX_DEPTH is
-    _Malformed.  Defined-length items are stepped over whole.
-    """
-    n = len(buf)
-    # One entry per open level: (is_item, explicit VR inside).
-    stack: list[tuple[bool, bool]] = [(False, explicit)]
-    while stack:
-        if pos + 8 > n:
-            raise _Truncated(n + 1)
-        in_item, explicit = stack[-1]
-        group, elem, length = _DELIM.unpack_from(buf, pos)
-        if not in_item:  # inside a sequence: an item or the sequence delimiter
-            pos += 8
-            if group != 0xFFFE:
-                raise _Malformed(f"({group:04X},{elem:04X}) where a sequence item was expected")
-            if elem == _SEQ_END:
-                stack.pop()
-            elif elem != _ITEM:
-                raise _Malformed(f"unexpected delimiter (FFFE,{elem:04X})")
-            elif length == _UNDEFINED:
-                stack.append((True, explicit))
-            elif pos + length > n:
-                raise _Truncated(pos + length, 0xFFFEE000)
-            else:
-                pos += length
-        elif group == 0xFFFE and elem == _ITEM_END:
-            pos += 8
-            stack.pop()
-        else:  # an element of an undefined-length item
-            _, vr, start, end = _element_head(buf, pos, explicit)
-            if end != -1:
-                pos = end
-            else:
-                if len(stack) >= 2 * MAX_DEPTH:  # a sequence and an item per level
-                    raise _Malformed(f"sequences nested deeper than {MAX_DEPTH} levels")
-                stack.append((False, explicit and vr != b"UN"))
-                pos = start
-    return pos
-
-
-def _element_head(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]:
-    """(tag, VR, value start, value end) of the element at `pos`, value end -1 for an
-    undefined length.  The VR is b"UN" in implicit VR data.  Raises _Truncated (also
-    for a declared length beyond the buffer, never allocating it) or _Malformed."""
-    n = len(buf)
-    if pos + 8 > n:
-        raise _Truncated(pos + 8)
-    group, elem, vr, length = _HEAD.unpack_from(buf, pos)
-    if explicit and group != 0xFFFE:
-        if vr in LONG_VRS:
-            if pos + 12 > n:
-                raise _Truncated(pos + 12)
-            length = _U32.unpack_from(buf, pos + 8)[0]
-            pos += 12
-        elif vr in _SHORT_VRS:
-            pos += 8
-        else:
-            raise _Malformed(f"bad VR {vr!r} at ({group:04X},{elem:04X})")
-    else:
-        length = _U32.unpack_from(buf, pos + 4)[0]
-        pos += 8
-        vr = b"UN"
-    tag = (group << 16) | elem
-    if length == _UNDEFINED:
-        return tag, vr, pos, -1
-    if pos + length > n:
-        raise _Truncated(pos + length, tag)
-    return tag, vr, pos, pos + length
-
-
-def _elements(buf: bytes, complete: bool) -> dict[int, bytes]:
+def _elements(buf: bytes, complete: bool) -> tuple[dict[int, bytes], bool]:
     """Value bytes of the elements the header needs, from a DICOM file or its prefix.
 
-    `complete` says `buf` is the whole file.  Raises _Truncated when `buf` ends inside
-    the part we need, _Malformed when the bytes are not DICOM.
+    `complete` says `buf` is the whole file.  Raises Truncated when `buf` ends inside
+    the part we need, Malformed when the bytes are not DICOM.
     """
     if len(buf) < _PREAMBLE + 4:
         if complete:
-            raise _Malformed("shorter than the 128-byte preamble and DICM prefix")
-        raise _Truncated(_PREAMBLE + 4)
+            raise Malformed("shorter than the 128-byte preamble and DICM prefix")
+        raise Truncated(_PREAMBLE + 4)
     if buf[_PREAMBLE : _PREAMBLE + 4] != b"DICM":
-        raise _Malformed("no DICM prefix after the 128-byte preamble")
+        raise Malformed("no DICM prefix after the 128-byte preamble")
     pos = _PREAMBLE + 4
     syntax = IMPLICIT_LE
     # File meta information (group 0002) is always explicit VR little endian.
     while buf[pos : pos + 2] == b"\x02\x00":
-        tag, _, start, pos = _element(buf, pos, True)
+        tag, _, start, pos = element(buf, pos, True)
         if tag == _TRANSFER_SYNTAX:
             syntax = _text(buf[start:pos])
-    if syntax in _UNSUPPORTED_TS:
-        raise _Unsupported(f"transfer syntax {_UNSUPPORTED_TS[syntax]}")
+    if syntax in UNSUPPORTED_TS:
+        raise Unsupported(f"transfer syntax {UNSUPPORTED_TS[syntax]}")
     explicit = syntax != IMPLICIT_LE
     out: dict[int, bytes] = {}
     n = len(buf)
-    head, u32 = _HEAD.unpack_from, _U32.unpack_from
+    head, u32 = HEAD.unpack_from, U32.unpack_from
     # The hot loop (60-150 elements a file) inlines the common cases of _element.
     while pos + 8 <= n:
         group, elem, vr, length = head(buf, pos)
         if group > _LAST_GROUP:  # tags ascend: nothing we need comes later
-            return out
+            return out, explicit
         if explicit:
-            if vr in _SHORT_VRS:
+            if vr in SHORT_VRS:
                 start = pos + 8
                 pos = start + length
-            elif vr in LONG_VRS and pos + 12 <= n and u32(buf, pos + 8)[0] != _UNDEFINED:
+            elif vr in LONG_VRS and pos + 12 <= n and u32(buf, pos + 8)[0] != UNDEFINED:
                 start = pos + 12
                 pos = start + u32(buf, pos + 8)[0]
             else:  # undefined lengths, delimiters, malformed VRs
-                _, _, start, pos = _element(buf, pos, explicit)
-        elif (length := u32(buf, pos + 4)[0]) != _UNDEFINED:
+                _, _, start, pos = element(buf, pos, explicit)
+        elif (length := u32(buf, pos + 4)[0]) != UNDEFINED:
             start = pos + 8
             pos = start + length
         else:  # implicit VR sequences
-            _, _, start, pos = _element(buf, pos, explicit)
+            _, _, start, pos = element(buf, pos, explicit)
         if pos > n:
-            raise _Truncated(pos, (group << 16) | elem)
+            raise Truncated(pos, (group << 16) | elem)
         if group in _PRIVATE_GROUPS or ((group << 16) | elem) in _WANTED:
             out[(group << 16) | elem] = buf[start:pos]
     if pos != n or not complete:
-        raise _Truncated(n + 1)
-    return out
+        raise Truncated(n + 1)
+    return out, explicit
 
 
 # --- value decoding ----------------------------------------------------------------
@@ -365,11 +274,16 @@ def _csa_fields(image: bytes | None, series: bytes | None) -> dict[str, Any]:
         except ValueError:  # a Phase that is not an integer
             pass
     if series and (span := csa.ascconv_span(series)):
-        values = csa.ascconv_values(series, span, _ASCCONV_KEYS)
-        out["Shims"] = _shims(values)
-        if seq := values.get("tSequenceFileName"):
-            # Inside the CSA the protocol is one quoted string, so quotes come doubled.
-            out["SequenceFile"] = seq.strip('"').replace("\\", "/") or NULL
+        out.update(_protocol_fields(csa.ascconv_values(series, span, _ASCCONV_KEYS)))
+    return out
+
+
+def _protocol_fields(values: dict[str, str]) -> dict[str, Any]:
+    """Shims and SequenceFile from ASCCONV `values` (CSA series header or XA SDS)."""
+    out: dict[str, Any] = {"Shims": _shims(values), "SequenceFile": NULL}
+    if seq := values.get("tSequenceFileName"):
+        # Inside the CSA the protocol is one quoted string, so quotes come doubled.
+        out["SequenceFile"] = seq.strip('"').replace("\\", "/") or NULL
     return out
 
 
@@ -400,18 +314,23 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | Unreadable:
     """
     name = os.fspath(path)
     try:
-        elements = _read_elements(name)
+        elements, explicit = _read_elements(name)
     except _Refused as e:
         return Unreadable(name, str(e))
     except OSError as e:
         if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
             return Unreadable(name, _SYMLINK)
         return Unreadable(name, f"{type(e).__name__}: {e.strerror or e}")
-    except _Unsupported as e:
+    except Unsupported as e:
         return Unreadable(name, f"unsupported: {e}")
-    except _Malformed as e:
+    except Malformed as e:
         return Unreadable(name, f"not DICOM: {e}")
-    return _header(elements)
+    try:
+        return _header(elements, explicit)
+    except Malformed as e:  # a functional group or private block that lies
+        return Unreadable(name, f"malformed: {e}")
+    except Truncated as e:
+        return Unreadable(name, f"malformed: a nested element ends at byte {e.need:,}, beyond its parent")
 
 
 class _Refused(Exception):
@@ -435,13 +354,13 @@ def _check_regular(mode: int) -> None:
         raise _Refused(reason)
 
 
-def _read_elements(name: str) -> dict[int, bytes]:
+def _read_elements(name: str) -> tuple[dict[int, bytes], bool]:
     """The element bytes `_elements` collects from the file `name`, reading only as much
     of it as the walk needs and never more than MAX_HEADER_BYTES.
 
     lstat first, so a FIFO or a device is never even opened; then open with O_NOFOLLOW
     and O_NONBLOCK (the path may have been swapped in between) and fstat that what was
-    opened is a regular file.  Raises _Refused, OSError, _Malformed.
+    opened is a regular file.  Raises _Refused, OSError, Malformed.
     """
     _check_regular(os.lstat(name).st_mode)
     fd = os.open(name, _OPEN_FLAGS)
@@ -454,11 +373,11 @@ def _read_elements(name: str) -> dict[int, bytes]:
         while True:
             complete = len(buf) < _FIRST_READ or len(buf) >= st.st_size
             try:
-                elements = _elements(buf, complete)
+                elements, explicit = _elements(buf, complete)
                 if isinstance(buf, bytearray):  # slices of a grown buffer: hashable bytes
                     elements = {tag: bytes(raw) for tag, raw in elements.items()}
-                return elements
-            except _Truncated as e:
+                return elements, explicit
+            except Truncated as e:
                 if e.need > MAX_HEADER_BYTES or complete or len(buf) >= MAX_HEADER_BYTES:
                     raise _Refused(_truncated_reason(e, len(buf), st.st_size)) from None
                 # Grow geometrically: enhanced files keep their functional groups
@@ -469,7 +388,7 @@ def _read_elements(name: str) -> dict[int, bytes]:
         os.close(fd)
 
 
-def _truncated_reason(e: _Truncated, have: int, size: int) -> str:
+def _truncated_reason(e: Truncated, have: int, size: int) -> str:
     """Why a walk that ran out of bytes stops: an element declaring more than the cap or
     the file (a hostile length, or a file cut short), or a header too big to read."""
     if e.tag is None:
@@ -493,8 +412,13 @@ def _read_more(fd: int, buf: bytes | bytearray, target: int) -> bytearray:
     return grown
 
 
-def _header(elements: dict[int, bytes]) -> dict[str, Any]:
-    """The header dict from the element bytes that _elements collected."""
+def _header(elements: dict[int, bytes], explicit: bool) -> dict[str, Any]:
+    """The header dict from the element bytes that _elements collected.
+
+    Standard elements first; an enhanced file's functional groups then give what its
+    top level lacks; the vendor's private blocks give the rest.  Raises Malformed or
+    Truncated for a nested structure that lies about its lengths.
+    """
     charset = _text(elements.get(_CHARSET, b""))
     encoding = "utf-8" if "ISO_IR 192" in charset else "latin-1"
     blocks = _private_blocks(elements)
@@ -508,8 +432,64 @@ def _header(elements: dict[int, bytes]) -> dict[str, Any]:
             tag = None
         raw = elements.get(tag) if tag is not None else None
         values[field.name] = NULL if raw is None else _decode(raw, field, encoding)
-    image = series = None
-    if (csa_base := blocks.get((0x0029, SIEMENS_CSA))) is not None:
-        image, series = elements.get(csa_base | CSA_IMAGE), elements.get(csa_base | CSA_SERIES)
-    values.update(_csa_fields(image, series))
+    frames = dicom.numbers(elements.get(_N_FRAMES), "IS")
+    values["Frames"] = frames[0] if frames and frames[0] > 0 else 1
+    fg = enhanced.read(elements, explicit)
+    parallel = NULL
+    if fg is not None:
+        from_groups = enhanced.standard(fg)
+        parallel = from_groups.pop("ParallelFactor", NULL)
+        values.update(from_groups)  # per-frame values are the authority in enhanced files
+        _fill(values, "SequenceType", _text(elements.get(_PULSE_SEQUENCE, b"")))
+    if (when := _text(elements.get(_ACQ_DATETIME, b""))) and len(when) > 8:
+        # (0008,002A) YYYYMMDDHHMMSS.FFFFFF: what enhanced files have instead.
+        _fill(values, "AcqDate", when[:8])
+        _fill(values, "AcqTime", when[8:])
+    maker = vendor(values["Manufacturer"], elements, fg, blocks)
+    values.update(Phase=NULL, iPAT=NULL, Shims=NULL, SequenceFile=NULL)
+    if maker == "siemens":
+        image = series = None
+        if (csa_base := blocks.get((0x0029, SIEMENS_CSA))) is not None:
+            image = elements.get(csa_base | CSA_IMAGE)
+            series = elements.get(csa_base | CSA_SERIES)
+        values.update(_csa_fields(image, series))
+    elif maker == "siemens_xa":
+        xa = siemens_xa.fields(elements, fg, _ASCCONV_KEYS)
+        values.update(_protocol_fields(xa.pop("ascconv")))
+        _fill(values, "SequenceType", xa.pop("SequenceType", None))
+        values.update(xa)
+    elif maker == "ge":
+        values.update(ge.fields(elements))
+    if values["iPAT"] == NULL and isinstance(parallel, float) and parallel > 1:
+        # (0018,9069) ParallelReductionFactorInPlane, in Siemens' PATModeText form.
+        values["iPAT"] = f"p{parallel:g}"
+    if "EchoTimes" not in values:
+        values["EchoTimes"] = [values["TE"]] if isinstance(values["TE"], float) else NULL
+    values["not_recorded"] = [k for k in NOT_RECORDED[maker] if values[k] == NULL]
     return {key: values[key] for key in HEADER_KEYS}
+
+
+def _fill(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set `key` from a fallback source when the primary one gave nothing."""
+    if values.get(key, NULL) == NULL and value not in (None, "", NULL):
+        values[key] = value
+
+
+def vendor(
+    manufacturer: Any,
+    elements: dict[int, bytes],
+    fg: enhanced.FunctionalGroups | None,
+    blocks: dict[tuple[int, str], int],
+) -> str:
+    """Which reader a file needs: "siemens" (classic, CSA), "siemens_xa" (SDS/SDI
+    blocks, no CSA), "ge", "philips" or "other"."""
+    if (0x0029, SIEMENS_CSA) in blocks:
+        return "siemens"
+    if siemens_xa.is_xa(elements, fg):
+        return "siemens_xa"
+    if ge.is_ge(manufacturer):
+        return "ge"
+    if philips.is_philips(manufacturer):
+        return "philips"
+    text = manufacturer.upper() if isinstance(manufacturer, str) else ""
+    return "siemens" if "SIEMENS" in text else "other"

@@ -21,6 +21,8 @@ every parameter:
 - ``rule.any_of`` (TE): a list in the template is a set of alternatives; the
   header passes when its value is within tol of one of them. A multi-echo
   template holds the echo times of that one parameter set, never every TE seen.
+- a parameter the header lists in ``not_recorded`` (the scanner never records it,
+  e.g. Philips phase polarity) is never compared;
 - ``"null"`` (missing) equals only ``"null"``, except that in live context
   (``live=True``) a parameter with ``rule.live_null_ok`` may be missing from the
   header: the scanner's online export leaves FoV, TA and BWPPE out of some files.
@@ -203,8 +205,12 @@ def check(
         return {"conforms": True, "errors": {}, "input": dict(header), "template": {},
                 "status": "no_template"}
     errors: dict[str, dict[str, Any]] = {}
+    # A field the scanner never records (header "not_recorded", e.g. Philips shims) is
+    # not missing: it is never flagged.
+    not_recorded = header.get("not_recorded")
+    unknowable = set(not_recorded) if isinstance(not_recorded, list) else set()
     for param, rule in rules.items():
-        if rule.ignore or param not in template:
+        if rule.ignore or param not in template or param in unknowable:
             continue
         expect, have = template[param], header.get(param, NULL)
         if live and rule.live_null_ok and have == NULL:
