@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "series: " + ", ".join(SIMULATED_SERIES))
     p.add_argument("--sessions", type=int, default=1, help="sessions to write, one after another")
     p.add_argument("--subject", default="MRQART_test_sub01", help="PatientName of the sessions")
+    p.add_argument("--vendor", choices=("siemens", "xa", "xa-interop"), default="siemens",
+                   help="siemens: classic CSA files; xa: Siemens XA enhanced multi-frame "
+                   "files; xa-interop: XA single-frame files (default: %(default)s)")
     p.set_defaults(func=cmd_simulate)
 
     # --- import / check / templates (owner: store, check) --------------------
@@ -301,6 +304,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         session = synth.write_session(
             args.dir, wrong=wrong, scale=args.scale, rate=args.rate or None,
             subject=args.subject, progress=(lambda _p, i, total, bar=progress: bar(i, total)) if progress else None,
+            vendor=args.vendor,
         )
         if progress:
             progress.close()

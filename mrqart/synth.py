@@ -142,11 +142,11 @@ _SOP_INSTANCE: Final = 0x00080018
 _META_SYNTAX: Final = b"1.2.840.10008.1.2.1"  # explicit VR little endian
 
 
-def _file_meta(sop_instance: bytes) -> bytes:
+def _file_meta(sop_instance: bytes, sop_class: bytes = b"1.2.840.10008.5.1.4.1.1.4") -> bytes:
     body = b"".join(
         (
             _element(0x00020001, "OB", b"\x00\x01"),  # FileMetaInformationVersion
-            _element(0x00020002, "UI", b"1.2.840.10008.5.1.4.1.1.4"),  # MediaStorageSOPClassUID
+            _element(0x00020002, "UI", sop_class),  # MediaStorageSOPClassUID
             _element(0x00020003, "UI", sop_instance),  # MediaStorageSOPInstanceUID
             _element(0x00020010, "UI", _META_SYNTAX),  # TransferSyntaxUID
             _element(0x00020012, "UI", b"1.2.826.0.1.3680043.10.0.1"),  # ImplementationClassUID
@@ -412,6 +412,184 @@ PROTOCOL: Final[tuple[dict[str, Any], ...]] = (
 # fmt: on
 
 
+# --- Siemens XA: enhanced multi-frame and interoperability files -------------------
+
+XA_FIELDS: Final[dict[str, Any]] = {
+    **DEFAULT_FIELDS,
+    "Manufacturer": "Siemens Healthineers",
+    "SoftwareVersions": "syngo MR XA30",
+}
+_ENHANCED_MR: Final = b"1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+_MR_IMAGE: Final = b"1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage (interoperability)
+_SDS: Final = b"SIEMENS MR SDS 01"
+_SDI: Final = b"SIEMENS MR SDI 02"
+
+
+def _sequence(tag: int, *items: bytes) -> bytes:
+    """A sequence of defined length holding `items` (each an item's encoded elements)."""
+    body = b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item for item in items)
+    return _element(tag, "SQ", body)
+
+
+def _xa_protocol(h: Mapping[str, Any]) -> bytes:
+    """(0021,xx19) SDS: the XProtocol text with its ASCCONV block (tab separators)."""
+    lines = list(_ascconv_lines(h, vb=False))
+    if h["iPAT"] != NULL:
+        lines.append(("sPat.lAccelFactPE", str(h["iPAT"]).removeprefix("p").split("s")[0]))
+    body = "".join(f"{k}\t = \t{v}\n" for k, v in lines)
+    return (
+        '<XProtocol> \n{\n  <Name> "PhoenixMetaProtocol" \n'
+        f'    <ParamString."Protocol0"> \n    {{\n      "### ASCCONV BEGIN ###\n{body}'
+        '### ASCCONV END ###" \n    }\n  }\n}\n'
+    ).encode("latin-1")
+
+
+def _xa_private(h: Mapping[str, Any], block: int, creator: bytes) -> list[tuple[int, bytes]]:
+    """The SDS (series) or SDI (image) block's elements at (0021,`block`xx)."""
+    base = 0x00210000 | (block << 8)
+    if creator == _SDS:
+        values = [(0x09, "LO", h["iPAT"]), (0x19, "OB", _xa_protocol(h)), (0x5E, "LO", h["FoV"])]
+    else:
+        values = [(0x1C, "IS", h["Phase"]), (0x53, "FD", h["BWPPE"]),
+                  (0x77, "LO", h["SequenceType"])]  # fmt: skip
+    out = [(0x00210000 | block, _element(0x00210000 | block, "LO", creator))]
+    for offset, vr, value in values:
+        if value == NULL:
+            continue
+        raw = value if isinstance(value, bytes) else _value_bytes(vr, value)
+        out.append((base | offset, _element(base | offset, vr, raw)))
+    return out
+
+
+def _xa_nested(h: Mapping[str, Any], block: int, creator: bytes) -> bytes:
+    """An enhanced file's private block: creator, then (0021,xxFE) holding it again."""
+    inner = b"".join(e for _, e in _xa_private(h, block, creator))
+    creator_tag = 0x00210000 | block
+    return _element(creator_tag, "LO", creator) + _sequence(0x00210000 | (block << 8) | 0xFE, inner)
+
+
+def _macro(tag: int, *elements: tuple[int, str, Any]) -> bytes:
+    """A functional-group macro: a one-item sequence of `elements` ("null" ones left out)."""
+    body = b"".join(_field_element(t, vr, v) for t, vr, v in elements if v != NULL)
+    return _sequence(tag, body)
+
+
+def write_xa(
+    path: str | Path,
+    *,
+    enhanced: bool = True,
+    frames: int = 1,
+    echo_times: Iterable[float] | None = None,
+    **fields: Any,
+) -> None:
+    """Write a Siemens XA file at `path` whose read_header() gives back `fields` (any
+    stored header key; the rest from XA_FIELDS), as xa_header() says.
+
+    `enhanced`: one Enhanced MR file of `frames` frames (the parameters in the shared
+    and per-frame functional groups, SDS and SDI nested in them; the frames cycle
+    through `echo_times`, default [TE]); else an interoperability file (single
+    frame, the standard elements and the SDS/SDI blocks at top level).
+    """
+    unknown = set(fields) - set(XA_FIELDS)
+    if unknown or set(fields) & set(DERIVED_KEYS):
+        raise TypeError(f"write_xa: unknown or derived header fields {sorted(fields)}")
+    h = {k: tuple(v) if isinstance(v, list) else v for k, v in {**XA_FIELDS, **fields}.items()}
+    sop = _uid("xa", h["SeriesUID"], h["InstanceNumber"], h["EchoNumber"], enhanced).encode()
+    standard = {"AcqTime", "AcqDate", "SeriesNumber", "SubID", "Comments", "Operator",
+                "Station", "Project", "SequenceName", "Manufacturer", "SoftwareVersions",
+                "StudyUID", "SeriesUID", "InstanceNumber", "ImageType"}  # fmt: skip
+    if not enhanced:
+        standard |= {"SequenceType", "PED_major", "TR", "TE", "FA", "Matrix", "PixelResol",
+                     "BWP", "EchoNumber"}  # fmt: skip
+    sop_class = _ENHANCED_MR if enhanced else _MR_IMAGE
+    elements = [(t, e) for t, e in _FIXED_ELEMENTS if t != 0x00080016]
+    elements.append((0x00080016, _element(0x00080016, "UI", sop_class)))
+    elements.append((_SOP_INSTANCE, _element(_SOP_INSTANCE, "UI", sop)))
+    for field in FIELDS:
+        value = h[field.name]
+        if field.name in standard and value != NULL and field.creator is None:
+            tag = (field.group << 16) | field.element
+            elements.append((tag, _field_element(tag, field.vr, value)))
+    if not enhanced:
+        elements += _xa_private(h, 0x10, _SDS) + _xa_private(h, 0x11, _SDI)
+        if h["TA"] != NULL:  # interoperability files keep the TA text in (0051,xx0A)
+            elements.append((0x00510010, _element(0x00510010, "LO", SIEMENS_MR.encode())))
+            elements.append((0x0051100A, _field_element(0x0051100A, "SH", h["TA"])))
+    else:
+        times = list(echo_times or ([h["TE"]] if h["TE"] != NULL else []))
+        if h["AcqDate"] != NULL and h["AcqTime"] != NULL:
+            when = f"{h['AcqDate']}{h['AcqTime']}"
+            elements.append((0x0008002A, _field_element(0x0008002A, "DT", when)))
+        if h["SequenceType"] != NULL:
+            elements.append((0x00189005, _field_element(0x00189005, "SH", h["SequenceType"])))
+        elements.append((0x00280008, _field_element(0x00280008, "IS", frames)))
+        matrix, ped = h["Matrix"], h["PED_major"]
+        freq = phase = NULL
+        if matrix != NULL and ped != NULL:
+            freq, phase = (matrix[1], matrix[2]) if ped == "ROW" else (matrix[0], matrix[3])
+        shared = b"".join((
+            _macro(0x00189006, (0x00180095, "DS", h["BWP"])),
+            _macro(0x00189112, (0x00180080, "DS", h["TR"]), (0x00181314, "DS", h["FA"])),
+            _macro(0x00189125, (0x00181312, "CS", "COLUMN" if ped == "COL" else ped),
+                   (0x00189058, "US", freq), (0x00189231, "US", phase)),
+            _xa_nested(h, 0x10, _SDS),
+        ))  # fmt: skip
+        frame_items = []
+        for i in range(frames):
+            te = times[i % len(times)] if times else NULL
+            frame_items.append(b"".join((
+                _macro(0x00189114, (0x00189082, "FD", te)),
+                _xa_nested(h, 0x11, _SDI),
+                _macro(0x00289110, (0x00280030, "DS", h["PixelResol"])),
+            )))  # fmt: skip
+        elements.append((0x52009229, _sequence(0x52009229, shared)))
+        elements.append((0x52009230, _sequence(0x52009230, *frame_items)))
+    elements.sort(key=lambda e: e[0])
+    meta = _file_meta(sop, sop_class)
+    Path(path).write_bytes(b"".join((meta, *(e for _, e in elements), _PIXELS)))
+
+
+def xa_header(
+    *, enhanced: bool = True, frames: int = 1, echo_times: Iterable[float] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The header dict read_header gives for write_xa(path, same arguments)."""
+    h = {**XA_FIELDS, **fields}
+    times = [t for t in dict.fromkeys(echo_times or [h["TE"]]) if t != NULL]
+    h["Frames"] = frames if enhanced else 1
+    h["EchoTimes"] = times or NULL
+    if enhanced:
+        h["TE"] = times[0] if times else NULL
+        h["EchoNumber"] = NULL  # enhanced files number echoes per frame, not per file
+        h["TA"] = NULL  # no TA text in enhanced XA files
+    h["not_recorded"] = ["TA"] if h["TA"] == NULL else []
+    return {k: h[k] for k in DEFAULT_FIELDS}
+
+
+VENDORS: Final = ("siemens", "xa", "xa-interop")
+#: Frames per file of a simulated XA enhanced series (XA writes one file per volume).
+XA_FRAMES: Final = 32
+
+
+def _write_xa_series(
+    session: Path, number: int, fields: Mapping[str, Any], echoes: tuple[Any, ...],
+    per_echo: int, clock: dt.datetime, written: int, total: int,
+    progress: Callable[[Path, int, int], None] | None,
+) -> int:
+    """One series as XA enhanced files of up to XA_FRAMES frames; the files written so far."""
+    images = per_echo * len(echoes)
+    times = [e for e in echoes if e is not None] or None
+    for index, first in enumerate(range(0, images, XA_FRAMES), start=1):
+        frames = min(XA_FRAMES, images - first)
+        path = session / f"{index:04d}_{_uid('sop', fields['SeriesUID'], index)}.dcm"
+        extra = {"InstanceNumber": index, "AcqTime": f"{clock:%H%M%S}.000000"}
+        write_xa(path, frames=frames, echo_times=times, **{**fields, **extra})
+        written += frames
+        if progress is not None:
+            progress(path, written, total)
+    return written
+
+
 def session_dirname(when: dt.datetime, project: str) -> str:
     """The scanner's name for a session directory, e.g. 20241016.MRQART_test.24.10.16_16_50_16_DST_<uid>."""
     return f"{when:%Y%m%d}.{project}.{when:%y.%m.%d_%H_%M_%S}_DST_{UID_ROOT}"
@@ -427,6 +605,7 @@ def write_session(
     subject: str = "MRQART_test_sub01",
     protocol: Iterable[Mapping[str, Any]] = PROTOCOL,
     progress: Callable[[Path, int, int], None] | None = None,
+    vendor: str = "siemens",
 ) -> Path:
     """Write one session under `root` in scanner order; return its directory.
 
@@ -435,7 +614,13 @@ def write_session(
     that differ from the protocol.  `scale` multiplies every series' file count (at
     least 1 per echo).  `rate` paces writing at about that many files/s, in bursts of
     rate/10 files.  `progress(path, i, n)` is called after each of the n files.
+    `vendor` is one of VENDORS: "siemens" (classic CSA files, scanner names),
+    "xa" (Siemens XA enhanced: one file per volume of up to XA_FRAMES frames that
+    cycle through the echoes, named like XA exports) or "xa-interop" (XA single-frame
+    files with the SDS/SDI blocks at top level, named like XA exports).
     """
+    if vendor not in VENDORS:
+        raise ValueError(f"vendor {vendor!r} is not one of {VENDORS}")
     project = DEFAULT_FIELDS["Project"]
     if when is None:
         # Sessions started within the same second must not share a directory.
@@ -466,6 +651,11 @@ def write_session(
             SeriesUID=_uid("series", study_uid, number),
         )
         tr_s = float(fields.get("TR", DEFAULT_FIELDS["TR"])) / 1000
+        if vendor == "xa":
+            written = _write_xa_series(session, number, fields, echoes, per_echo, clock,
+                                       written, total, progress)  # fmt: skip
+            clock += dt.timedelta(seconds=per_echo * tr_s + 30)
+            continue
         for image in range(1, per_echo * len(echoes) + 1):
             echo = (image - 1) % len(echoes)
             volume = (image - 1) // len(echoes)
@@ -477,8 +667,12 @@ def write_session(
             }
             if echoes[echo] is not None and "TE" not in wrong.get(series["name"], {}):
                 extra["TE"] = echoes[echo]
-            path = session / f"001_{number:06d}_{image:06d}.dcm"
-            write_dicom(path, **{**fields, **extra})
+            if vendor == "xa-interop":
+                path = session / f"{number}{image:03d}_{_uid('sop', fields['SeriesUID'], image)}.dcm"
+                write_xa(path, enhanced=False, **{**fields, **extra})
+            else:
+                path = session / f"001_{number:06d}_{image:06d}.dcm"
+                write_dicom(path, **{**fields, **extra})
             written += 1
             if progress is not None:
                 progress(path, written, total)

@@ -35,7 +35,7 @@ from mrqart.config import Config, default_db
 from mrqart.headers import Unreadable, read_header
 from mrqart.ingest.watcher import FileReady, Watcher
 from mrqart.live.hub import Hub, Message, coalesce, receive_batches
-from mrqart.live.session import Known, SessionState
+from mrqart.live.session import Known, SessionState, frames_of
 from mrqart.live.web import MAX_WS_MESSAGE, create_app
 from mrqart.report import Period, load_exclusions, pages
 from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name
@@ -188,12 +188,16 @@ class Pipeline:
             return [Message(None, "unreadable", {"path": header.path, "reason": header.reason})]
         key = self.state.key_for(path, header)
         if self.state.knows(key):
-            return self._count(key, path)
+            return self._count(key, path, frames_of(header))
         template = await self._store_call(_template_of, header)
         result = check(header, template, self.rules, live=True)
         series = self.state.add_series(key, header, result, path, time.time())
+        # An enhanced multi-echo file carries all its echo times (header EchoTimes).
+        times = header.get("EchoTimes") if isinstance(header.get("EchoTimes"), list) else []
         recorded = await self._store_call(
-            lambda s: s.record_series(header, n_files=1, source="live", session=series.session),
+            lambda s: s.record_series(header, n_files=series.n_files, source="live",
+                                      session=series.session,
+                                      echo_times=times if len(times) > 1 else ()),
             write=True,
         )
         if recorded is None:
@@ -225,8 +229,8 @@ class Pipeline:
                 write=True,
             )
 
-    def _count(self, key: str, path: str) -> list[Message]:
-        n = self.state.add_file(key, path, time.time())
+    def _count(self, key: str, path: str, frames: int = 1) -> list[Message]:
+        n = self.state.add_file(key, path, time.time(), frames)
         if n is None:
             return []
         station = self.state.get(key).station

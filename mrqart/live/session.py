@@ -8,7 +8,10 @@ never seen half-updated.
 A series is keyed by (StudyInstanceUID, SeriesNumber). The scanner names files
 ``001_<series>_<image>.dcm`` inside one directory per session, so once the first
 header of a directory has told us its StudyUID, the name alone says which series a
-file belongs to and no further header is read for that series.
+file belongs to and no further header is read for that series. Other names (GE's
+``i100220.MRDC.146``, Philips' ``IM_0027``, XA exports) need a header read per file;
+after the first, the series is found by its SeriesInstanceUID. Counts are frames: an
+enhanced multi-frame file (Siemens XA, Philips) counts as its number of frames.
 """
 
 from __future__ import annotations
@@ -28,12 +31,20 @@ SCANNER_NAME = re.compile(r"^\d+_(\d+)_(\d+)(?:\.\w+)?$")
 MAX_SERIES_PER_STATION = 200
 #: Session directories remembered (directory -> StudyUID); enough for weeks of sessions.
 MAX_DIRS = 1000
+#: SeriesInstanceUIDs remembered (uid -> series key): more than the stations' series.
+MAX_SERIES_UIDS = 10_000
 
 
 def series_from_name(path: str) -> int | None:
     """The series number a scanner file name carries, or None when the name does not tell."""
     m = SCANNER_NAME.match(os.path.basename(path))
     return int(m.group(1)) if m else None
+
+
+def frames_of(header: dict[str, Any]) -> int:
+    """How many images a file holds: its header's Frames (enhanced multi-frame), else 1."""
+    frames = header.get("Frames")
+    return frames if isinstance(frames, int) and frames > 0 else 1
 
 
 def _iso(epoch: float) -> str:
@@ -71,8 +82,8 @@ class FileSet:
         self._names: set[str] = set()
         self._count = 0
 
-    def add(self, name: str) -> bool:
-        """Add a file name; False if it was there already."""
+    def add(self, name: str, frames: int = 1) -> bool:
+        """Add a file name holding `frames` images; False if it was there already."""
         m = SCANNER_NAME.match(name)
         if m and (image := int(m.group(2))) < self.MAX_IMAGE:
             byte, bit = divmod(image, 8)
@@ -85,7 +96,7 @@ class FileSet:
             return False
         else:
             self._names.add(name)
-        self._count += 1
+        self._count += max(1, frames)
         return True
 
     def __len__(self) -> int:
@@ -131,6 +142,7 @@ class SessionState:
         self._series: dict[str, Series] = {}
         self._by_station: dict[str, OrderedDict[str, None]] = {}
         self._dirs: OrderedDict[str, str] = OrderedDict()
+        self._uids: OrderedDict[str, str] = OrderedDict()  # SeriesInstanceUID -> key
         self._dirty: set[str] = set()
 
     # -- the per-file decision ------------------------------------------------
@@ -151,7 +163,16 @@ class SessionState:
             study = os.path.dirname(path)
         self._remember_dir(os.path.dirname(path), study)
         number = series_from_name(path)
-        return series_key(study, header.get("SeriesNumber") if number is None else number)
+        uid = header.get("SeriesUID")
+        if number is None and isinstance(uid, str) and uid in self._uids:
+            return self._uids[uid]  # a file whose name does not tell: its series by UID
+        key = series_key(study, header.get("SeriesNumber") if number is None else number)
+        if isinstance(uid, str) and uid != "null":
+            self._uids[uid] = key
+            self._uids.move_to_end(uid)
+            while len(self._uids) > MAX_SERIES_UIDS:
+                self._uids.popitem(last=False)
+        return key
 
     def knows(self, key: str) -> bool:
         return key in self._series
@@ -168,15 +189,16 @@ class SessionState:
             sequence_name=str(header.get("SequenceName", "null")),
             result=result, first_seen=now, last_seen=now,
         )
-        series.files.add(os.path.basename(path))
+        series.files.add(os.path.basename(path), frames_of(header))
         self._insert(series)
         return series
 
-    def add_file(self, key: str, path: str, now: float) -> int | None:
-        """Count another file of a known series; the new count, or None for a file seen before."""
+    def add_file(self, key: str, path: str, now: float, frames: int = 1) -> int | None:
+        """Count another file (of `frames` images) of a known series; the new count, or
+        None for a file seen before."""
         series = self._series[key]
         before = series.n_files
-        series.files.add(os.path.basename(path))
+        series.files.add(os.path.basename(path), frames)
         series.last_seen = now
         if series.n_files == before:
             return None
