@@ -18,16 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mrqart.config import DICOM_SUBDIR, Config, default_db
+from mrqart.config import DICOM_SUBDIR, Config, default_db, default_users
+from mrqart.live.auth import PHI_MODES, ROLES
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
 from mrqart.synth import PROTOCOL
 
 if TYPE_CHECKING:
     from mrqart.store import Store
 
-SUBCOMMANDS = ("run", "simulate", "import", "check", "templates", "protocol", "report")
+SUBCOMMANDS = ("run", "simulate", "import", "check", "templates", "protocol", "report",
+               "users", "purge")
 #: The series names of the simulated protocol, for --help and --wrong.
 SIMULATED_SERIES = tuple(series["name"] for series in PROTOCOL)
+#: Shortest password `mrqart users add` takes (NIST SP 800-63B's minimum).
+MIN_PASSWORD = 8
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -76,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a calling AE title and/or peer address or network (10.0.0.0/24) "
                       "that may send; repeatable or comma-separated. Without it only a node "
                       "on a loopback --host starts, accepting everyone")
+    _add_access(p)
     p.set_defaults(func=cmd_run)
 
     # --- simulate: the synthetic scanner (owner: synth) ----------------------
@@ -210,6 +215,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TOML file overriding the comparison rules and the [report] exclusions")
     _add_db(p)
     p.set_defaults(func=cmd_report)
+
+    # --- users, purge: who may use the console; patient data (owner: security) ---------
+    p = sub.add_parser(
+        "users", help="add or list the console's accounts (the users file)",
+        description="Accounts of the console: NAME, a role (viewer: reads; operator: also "
+        "acknowledges alerts; physicist: also pins protocols and accepts templates), a "
+        "password kept as an scrypt hash, and an optional phi setting.",
+    )
+    _add_users_file(p)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("add", help="add an account or replace its role and password")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--role", required=True, choices=ROLES)
+    a.add_argument("--phi", choices=PHI_MODES, default=None,
+                   help="patient data this account sees (default: viewers hide, others show)")
+    how = a.add_mutually_exclusive_group()
+    how.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of standard input")
+    how.add_argument("--no-password", action="store_true",
+                     help="no password: only a trusted proxy (--trust-proxy) may vouch for NAME")
+    _add_users_file(a, argparse.SUPPRESS)
+    a = actions.add_parser("list", help="list the accounts and their roles")
+    _add_users_file(a, argparse.SUPPRESS)
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser(
+        "purge", help="remove patient names from series acquired before a date",
+        description="Blank the patient name, operator and image comments of every series "
+        "acquired before DATE; parameters, counts, verdicts and acknowledgements stay.",
+    )
+    p.add_argument("--before", required=True, type=_iso_date, metavar="YYYY-MM-DD")
+    _add_db(p)
+    p.set_defaults(func=cmd_purge)
     return parser
 
 
@@ -229,10 +267,51 @@ def _allow(text: str) -> str:
     return text
 
 
+def _add_users_file(p: argparse.ArgumentParser, default: Any = None) -> None:
+    p.add_argument("--users", type=Path, default=default, metavar="FILE",
+                   help=f"the users file (default: {default_users()}, used when it exists; "
+                   "env MRQART_USERS)")
+
+
+def _add_access(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("access (see README, Security)")
+    _add_users_file(g)  # type: ignore[arg-type]
+    g.add_argument("--trust-proxy", action="append", default=[], metavar="ADDR",
+                   help="address of a reverse proxy whose --proxy-header names the "
+                   "authenticated user (repeatable)")
+    g.add_argument("--proxy-header", default="X-Remote-User", metavar="NAME",
+                   help="the proxy's user header (default: %(default)s)")
+    g.add_argument("--allowed-hosts", action="append", default=[], metavar="NAME,...",
+                   help="host names browsers use to reach the console, besides the bound "
+                   "address and the loopback names (comma-separated, repeatable)")
+    g.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another origin (https://portal.example) whose pages may use the API")
+    g.add_argument("--no-auth", action="store_true",
+                   help="serve anyone who can reach the port without accounts (the page says so)")
+    g.add_argument("--phi", choices=PHI_MODES, default=None,
+                   help="patient data for everyone without an account setting "
+                   "(default: viewers hide, operators and physicists show)")
+    g.add_argument("--session-minutes", type=float, default=8 * 60.0, metavar="MINUTES",
+                   help="a login lasts this long after its last use (default: %(default)s)")
+    g.add_argument("--certfile", type=Path, default=None, help="TLS certificate (PEM): serve HTTPS/WSS")
+    g.add_argument("--keyfile", type=Path, default=None, help="TLS private key (PEM)")
+
+
+def _iso_date(text: str) -> str:
+    """``2026-01-31`` -> ``20260131`` (DICOM's DA form, as stored)."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text).strftime("%Y%m%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a date YYYY-MM-DD") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
 
     from mrqart.live import service
+    from mrqart.live.auth import UsersFileError, exposure_error, load_users
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -243,12 +322,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"mrqart: {d} is not a directory (give the directory the scanner writes into)",
                   file=sys.stderr)
             return 2
+    users = args.users or (default_users() if default_users().exists() else None)
+    refusal = exposure_error(args.host, users=users, trust_proxy=args.trust_proxy,
+                             no_auth=args.no_auth)
+    if refusal is None and users is not None:
+        try:
+            load_users(users)
+        except UsersFileError as error:
+            refusal = str(error)
+    if refusal is None and (args.certfile is None) != (args.keyfile is None):
+        refusal = "give both --certfile and --keyfile"
+    if refusal:
+        print(f"mrqart: {refusal}", file=sys.stderr)
+        return 2
     args.db.parent.mkdir(parents=True, exist_ok=True)
     config = Config(
         roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
         rules=args.rules, catch_up=not args.no_catch_up, finish_minutes=args.finish_minutes,
         dicom_port=args.dicom_port, ae_title=args.ae_title, dicom_dir=args.dicom_dir,
         dicom_allow=tuple(args.dicom_allow),
+        users=users, trust_proxy=tuple(args.trust_proxy), proxy_header=args.proxy_header,
+        allowed_hosts=tuple(h.strip() for hs in args.allowed_hosts for h in hs.split(",")
+                            if h.strip()),
+        allowed_origins=tuple(args.allowed_origin), no_auth=args.no_auth, phi=args.phi,
+        session_minutes=args.session_minutes, certfile=args.certfile, keyfile=args.keyfile,
     )
     if config.dicom_port is not None:
         config.receive_dir.mkdir(parents=True, exist_ok=True)
@@ -570,6 +667,53 @@ def cmd_report(args: argparse.Namespace) -> int:
                               exclusions=exclusions)
     render = {"html": to_html, "json": to_json, "text": to_text}[args.format]
     print(render(report), end="" if args.format != "json" else "\n")
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mrqart.live.auth import Account, UsersFileError, hash_password, load_users, save_account
+
+    path = args.users or default_users()
+    try:
+        if args.action == "list":
+            accounts = load_users(path) if path.exists() else {}
+            if not accounts:
+                print(f"no accounts in {path}: 'mrqart users add NAME --role operator' adds one")
+                return 0
+            print(_table([["NAME", "ROLE", "PHI", "PASSWORD"]] + [
+                [a.name, a.role, a.phi or "by role", "set" if a.password else "none (proxy only)"]
+                for a in accounts.values()]))
+            return 0
+        password = None
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        elif not args.no_password:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                print("mrqart users add: the passwords differ; nothing changed", file=sys.stderr)
+                return 2
+        if password is not None and len(password) < MIN_PASSWORD:
+            print(f"mrqart users add: use at least {MIN_PASSWORD} characters", file=sys.stderr)
+            return 2
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_account(path, Account(args.name, args.role,
+                                   hash_password(password) if password is not None else None,
+                                   args.phi))
+    except UsersFileError as error:
+        print(f"mrqart users: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.name}: {args.role} in {path}")
+    return 0
+
+
+@_database_errors
+def cmd_purge(args: argparse.Namespace) -> int:
+    with _open_store(args.db) as store:
+        n = store.purge_identifying(args.before)
+    print(f"removed patient names, operators and comments from {n} series acquired before "
+          f"{args.before[:4]}-{args.before[4:6]}-{args.before[6:]}")
     return 0
 
 

@@ -40,6 +40,14 @@ def default_db() -> Path:
     return Path(data_home) / "mrqart" / "mrqart.sqlite"
 
 
+def default_users() -> Path:
+    """The users file: ``$MRQART_USERS``, else ``$XDG_CONFIG_HOME/mrqart/users.toml``."""
+    if env := os.environ.get("MRQART_USERS"):
+        return Path(env)
+    config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config_home) / "mrqart" / "users.toml"
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything one mrqart process needs to know."""
@@ -65,6 +73,25 @@ class Config:
     #: Calling AE titles and/or peer addresses that may send (dicomnode.parse_allow);
     #: empty: everyone, allowed only when ``host`` is loopback.
     dicom_allow: tuple[str, ...] = ()
+
+    # -- access (README "Security"; mrqart.live.auth) --
+    #: The users file (TOML, scrypt hashes); None: no accounts.
+    users: Path | None = None
+    #: Reverse proxies whose ``proxy_header`` names an authenticated user.
+    trust_proxy: tuple[str, ...] = ()
+    proxy_header: str = "X-Remote-User"
+    #: Host names browsers use besides the bound one and the loopback names.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Other origins whose pages may open /ws and send changes (e.g. a portal).
+    allowed_origins: tuple[str, ...] = ()
+    #: Serve anyone without accounts, even when reachable from other machines.
+    no_auth: bool = False
+    #: show | initials | hide for everyone (an account's own setting wins); None: by role.
+    phi: str | None = None
+    #: A login lasts this long after its last use.
+    session_minutes: float = 8 * 60.0
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
     @property
     def receive_dir(self) -> Path:

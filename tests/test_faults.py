@@ -481,7 +481,7 @@ async def ask_fresh_service(tmp_path: Path, request: bytes) -> bytes:
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS, ids=lambda p: p[:40])
 async def test_hostile_http_requests_get_a_4xx(path: str, tmp_path: Path) -> None:
-    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     answer = await ask_fresh_service(tmp_path, request)
     assert answer.startswith(b"HTTP/1.1 4"), (path, answer[:300])
     for secret in (b"root:x:0:0", b"[build-system]", b"def run_service"):
@@ -491,8 +491,8 @@ async def test_hostile_http_requests_get_a_4xx(path: str, tmp_path: Path) -> Non
 @pytest.mark.parametrize("request_bytes", [
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64) + b"\r\n\r\n",  # TLS hello
     b"GARBAGE / NONSENSE\r\n\r\n",
-    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"y" * 200_000 + b"\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"X-Big: " + b"y" * 200_000 + b"\r\n\r\n",
 ])
 async def test_garbage_on_the_socket_is_refused(request_bytes: bytes, tmp_path: Path) -> None:
     answer = await ask_fresh_service(tmp_path, request_bytes)
@@ -605,7 +605,7 @@ def stalled_browser(host: str, port: int) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, port))
-    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     head = b""
     while b"\r\n\r\n" not in head:

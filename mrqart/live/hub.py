@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from mrqart.live.auth import filter_phi
+
 log = logging.getLogger(__name__)
 
 #: Messages a browser may lag behind before it is dropped: a burst of a few seconds
@@ -47,10 +49,27 @@ class Message:
     @cached_property
     def text(self) -> str:
         """The JSON text, made once however many browsers it goes to."""
+        return json.dumps(self._wire(), separators=(",", ":"))
+
+    def text_for(self, phi: str) -> str:
+        """The JSON text with patient data filtered for ``phi`` (auth.filter_phi): made
+        once per setting however many browsers it goes to."""
+        if phi == "show":
+            return self.text
+        texts = self._filtered
+        if phi not in texts:
+            texts[phi] = json.dumps(filter_phi(self._wire(), phi), separators=(",", ":"))
+        return texts[phi]
+
+    @cached_property
+    def _filtered(self) -> dict[str, str]:
+        return {}
+
+    def _wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"station": self.station, "type": self.type, "content": self.content}
         if self.series is not None:
             wire["series"] = self.series
-        return json.dumps(wire, separators=(",", ":"))
+        return wire
 
 
 def coalesce(messages: list[Message]) -> list[Message]:

@@ -34,6 +34,8 @@ from quart_trio import QuartTrio
 from mrqart.config import Config, default_db
 from mrqart.headers import Unreadable, read_header
 from mrqart.ingest.watcher import FileReady, Watcher
+from mrqart.live.access import Guard
+from mrqart.live.auth import exposure_error
 from mrqart.live.hub import Hub, Message, coalesce, receive_batches
 from mrqart.live.session import Known, SessionState, frames_of
 from mrqart.live.web import MAX_WS_MESSAGE, create_app
@@ -283,9 +285,10 @@ class Pipeline:
     def checklist(self, station: str) -> dict[str, Any] | None:
         return self.compliance.view(station)
 
-    async def acknowledge(self, alert_id: str, reason: str) -> dict[str, Any] | None:
-        """Record an operator's acknowledgement and show it on every page; None for an
-        unknown alert. The store keeps it with the series history."""
+    async def acknowledge(self, alert_id: str, reason: str, by: str | None = None
+                          ) -> dict[str, Any] | None:
+        """Record an operator's (``by``) acknowledgement and show it on every page; None
+        for an unknown alert. The store keeps it with the series history."""
         found = self.compliance.alert(alert_id)
         if found is None:
             return None
@@ -293,7 +296,7 @@ class Pipeline:
         at = datetime.now().astimezone().isoformat(timespec="seconds")
         await self._store_call(lambda s: s.acknowledge(alert.to_json(), reason, at), write=True)
         self.compliance.acknowledge(alert_id, reason, at)
-        ack = {"id": alert_id, "reason": reason, "at": at}
+        ack = {"id": alert_id, "reason": reason, "at": at, "by": by}
         self.hub.publish(Message(station, "ack", ack))
         return ack
 
@@ -418,9 +421,11 @@ def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _build_app(pipeline: Pipeline) -> QuartTrio:
+    """Raises auth.UsersFileError if the users file cannot be used."""
+    config = pipeline.config
     return create_app(
         pipeline.state, pipeline.hub, console=pipeline, reports=pipeline,
-        static_dir=pipeline.config.static_dir, health=pipeline.health,
+        static_dir=config.static_dir, health=pipeline.health, guard=Guard.from_config(config),
     )
 
 
@@ -444,6 +449,8 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.websocket_max_message_size = MAX_WS_MESSAGE
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # into our log, once
+    if config.certfile is not None:  # HTTPS and WSS on the same port
+        hc.certfile, hc.keyfile = str(config.certfile), str(config.keyfile or config.certfile)
     return hc
 
 
@@ -460,6 +467,9 @@ async def run_service(
     browser gets a normal close, hypercorn drains, then the pipeline is cancelled
     (flushing file counts to the store). A failing task cancels everything and raises.
     """
+    if refusal := exposure_error(config.host, users=config.users,
+                                 trust_proxy=config.trust_proxy, no_auth=config.no_auth):
+        raise ValueError(refusal)
     if stop is None:
         stop = trio.Event()
     pipeline = Pipeline(config, source=source)
@@ -505,6 +515,22 @@ async def main(config: Config) -> None:
             await stop.wait()
 
 
+def _access_from_env() -> dict[str, Any]:
+    def items(name: str) -> tuple[str, ...]:
+        return tuple(i.strip() for i in os.environ.get(name, "").split(",") if i.strip())
+
+    users = os.environ.get("MRQART_USERS")
+    return {
+        "users": Path(users) if users else None,
+        "trust_proxy": items("MRQART_TRUST_PROXY"),
+        "allowed_hosts": items("MRQART_ALLOWED_HOSTS"),
+        "phi": os.environ.get("MRQART_PHI") or None,
+        # no refusal to start here: the bind is hypercorn's. Without accounts the Guard
+        # serves loopback clients only, per request.
+        "no_auth": os.environ.get("MRQART_NO_AUTH") == "1",
+    }
+
+
 def app_from_env() -> QuartTrio:
     """The app for ``hypercorn --worker-class trio 'mrqart.live.service:app_from_env()'``.
 
@@ -512,6 +538,10 @@ def app_from_env() -> QuartTrio:
     and MRQART_FINISH_MINUTES; the app's lifespan starts the same pipeline in the app's nursery.
     MRQART_DICOM_PORT starts the DICOM node too (MRQART_AE_TITLE, MRQART_DICOM_DIR,
     MRQART_DICOM_ALLOW: comma-separated), listening on MRQART_DICOM_HOST (default 127.0.0.1).
+    Access: MRQART_USERS, MRQART_TRUST_PROXY and MRQART_ALLOWED_HOSTS (comma-separated),
+    MRQART_PHI and MRQART_NO_AUTH=1. The web bind is hypercorn's, unknown here: without
+    accounts only this host's browsers are served, under the loopback names and
+    MRQART_ALLOWED_HOSTS.
     """
     watch = os.environ.get("MRQART_WATCH")
     if not watch:
@@ -531,6 +561,7 @@ def app_from_env() -> QuartTrio:
         ae_title=os.environ.get("MRQART_AE_TITLE", "MRQART"),
         dicom_dir=Path(dicom_dir) if dicom_dir else None,
         dicom_allow=tuple(os.environ.get("MRQART_DICOM_ALLOW", "").split(",")),
+        **_access_from_env(),
     )
     if config.dicom_port is not None:
         config.receive_dir.mkdir(parents=True, exist_ok=True)

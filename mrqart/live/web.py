@@ -28,6 +28,7 @@ from quart import abort, jsonify, request, websocket
 from quart_trio import QuartTrio
 
 from mrqart.config import STATIC_DIR
+from mrqart.live import access
 from mrqart.live.hub import Hub, coalesce, receive_batches
 from mrqart.live.session import SessionState
 
@@ -46,7 +47,9 @@ class Console(Protocol):
 
     def checklist(self, station: str) -> dict[str, Any] | None: ...
 
-    async def acknowledge(self, alert_id: str, reason: str) -> dict[str, Any] | None: ...
+    async def acknowledge(
+        self, alert_id: str, reason: str, by: str | None = None
+    ) -> dict[str, Any] | None: ...
 
     async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None: ...
 
@@ -68,9 +71,15 @@ def create_app(
     reports: Reports | None = None,
     static_dir: Path = STATIC_DIR,
     health: Callable[[], dict[str, Any]] = dict,
+    guard: access.Guard | None = None,
 ) -> QuartTrio:
-    """The console app over a session state and a hub (both owned by the pipeline)."""
+    """The console app over a session state and a hub (both owned by the pipeline).
+
+    ``guard`` checks every request (default: this host's browsers only, no accounts)."""
     app = QuartTrio(__name__, static_folder=str(static_dir), static_url_path="/static")
+    if guard is None:
+        guard = access.Guard(allowed_hosts=access.default_allowed_hosts("127.0.0.1"))
+    access.install(app, guard)
     # "/static//etc/passwd" answers 404, not a 308 redirect that merges the slashes.
     app.url_map.merge_slashes = False
 
@@ -112,13 +121,18 @@ def create_app(
     @app.websocket("/ws")
     async def ws() -> None:
         await websocket.accept()
+        phi = access.current_user().phi  # patient data shown to this browser's user
         async with hub.subscribe() as messages, trio.open_nursery() as nursery:
             # Drain what the browser sends (nothing is expected) so its frames never pile up.
             nursery.start_soon(_discard_incoming)
+            nursery.start_soon(access.close_when_session_ends, nursery.cancel_scope, guard)
             async for batch in receive_batches(messages):
                 for message in coalesce(batch):
-                    await websocket.send(message.text)
+                    await websocket.send(message.text_for(phi))
             nursery.cancel_scope.cancel()
+        if access.session_ended():
+            await websocket.close(access.CLOSE_SESSION_ENDED, "session ended: log in again")
+            return
         # The hub ended this subscription (shutdown, or this browser fell behind).
         await websocket.close(1000)
 
@@ -138,7 +152,8 @@ def _add_console_routes(
         reason = await _body_text("reason")
         if not reason or len(reason) > MAX_REASON:
             abort(400, f"give a reason of 1 to {MAX_REASON} characters")
-        return jsonify(_or_404(await console.acknowledge(alert_id, reason), "unknown alert"))
+        ack = await console.acknowledge(alert_id, reason, by=access.current_user().name)
+        return jsonify(_or_404(ack, "unknown alert"))
 
     @app.route("/api/projects/<project>/protocol", methods=["POST", "DELETE"])
     async def pin_protocol(project: str) -> Any:

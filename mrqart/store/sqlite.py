@@ -987,3 +987,26 @@ class Store:
         """The acknowledged alerts about one series (its history), oldest first, each as
         ``acks`` gives them."""
         return self._acks("session = ? AND series_number = ?", (session, series_number))
+
+    @_noted
+    def purge_identifying(self, before: str) -> int:
+        """Blank who was scanned (PatientName), who scanned (OperatorsName) and the free
+        text (ImageComments) of series acquired before ``before`` (YYYYMMDD), in the row
+        and its stored header; parameters, counts and acknowledgements stay. The number of
+        series changed (a series already purged is not counted again)."""
+        names = ("SubID", "Operator", "Comments")
+        with self._write():
+            rows = self._db.execute(
+                "SELECT id, header FROM series WHERE acq_date < ? AND acq_date != ? "
+                "AND (subject != '' OR operator != '' OR "
+                + " OR ".join(f"json_extract(header, '$.{n}') IS NOT NULL" for n in names)
+                + ")",
+                (before, NULL),
+            ).fetchall()
+            for row in rows:
+                header = {k: v for k, v in json.loads(row["header"]).items() if k not in names}
+                self._db.execute(
+                    "UPDATE series SET subject = '', operator = '', header = ? WHERE id = ?",
+                    (json.dumps(header), row["id"]),
+                )
+        return len(rows)

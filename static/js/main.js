@@ -11,10 +11,12 @@
 //   page.js        the header, station picker and series list; render()
 //   messages.js    the live messages of /ws applied to the model and the page
 //   socket.js      /ws, the sync after every (re)connect, the reconnect backoff
+//   account.js     who is logged in, logging out, the way to the login page
 //
 // Every value that comes from a DICOM header or a person (series description, alert
 // reason) is inserted with textContent, never as HTML, in every module.
 
+import { showAccount, wireLogout } from "./account.js";
 import { wirePinButtons } from "./checklist.js";
 import { state, stationFromPath } from "./model.js";
 import { render, tick } from "./page.js";
@@ -31,6 +33,7 @@ window.addEventListener("popstate", () => {
   render();
 });
 wirePinButtons();
+wireLogout();
 setInterval(tick, 1000);
 render();
-connect();
+showAccount().then((ok) => ok && connect(), () => connect());

@@ -4,6 +4,7 @@
 // Test hooks on <body>: data-ready="1" after the first sync, data-syncs = number of
 // completed syncs (data-conn is set by page.setConn).
 
+import { checkSession, toLogin } from "./account.js";
 import { putChecklist } from "./checklist.js";
 import { handle } from "./messages.js";
 import { putSeries, state, station } from "./model.js";
@@ -16,6 +17,7 @@ const RETRY_MAX_MS = 10000;
 
 async function getJSON(url, { missing } = {}) {
   const r = await fetch(url, { cache: "no-store" });
+  if (r.status === 401) toLogin();
   if (r.status === 404 && missing !== undefined) return missing;
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   return r.json();
@@ -87,9 +89,10 @@ export function connect() {
     document.body.dataset.syncs = String(state.syncs);
     document.body.dataset.ready = "1";
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
     if (socket !== ws) return;
     socket = null;
+    checkSession(ev.code);
     // Jittered exponential backoff so a room of consoles does not reconnect in lockstep.
     const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** attempt) * (0.8 + 0.4 * Math.random());
     attempt += 1;

@@ -15,4 +15,5 @@ export const ui = {
   alerts: $("alerts"), alertList: $("alert-list"), alertTemplate: $("alert-template"),
   pinStart: $("pin-start"), pinConfirm: $("pin-confirm"), pinQuestion: $("pin-question"),
   pinYes: $("pin-yes"), pinNo: $("pin-no"), unpin: $("unpin"), pinStatus: $("pin-status"),
+  authMode: $("auth-mode"), userName: $("user-name"), logout: $("logout"),
 };
