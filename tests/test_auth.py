@@ -62,6 +62,7 @@ def test_roles_are_ordered(role: str, needed: str, ok: bool) -> None:
 
 @pytest.mark.parametrize(("method", "endpoint", "needed"), [
     ("GET", "state_route", "viewer"), ("HEAD", "index", "viewer"),
+    ("GET", "report", "physicist"), ("GET", "project", "physicist"),
     ("POST", "acknowledge", "operator"),
     ("POST", "pin_protocol", "physicist"), ("DELETE", "pin_protocol", "physicist"),
     ("POST", "accept_template", "physicist"),  # a route added later fails closed

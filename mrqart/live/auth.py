@@ -7,7 +7,7 @@ Roles, each allowed what the one before it is:
 
     viewer      reads verdicts, checklists and alerts
     operator    also acknowledges alerts (the console's role)
-    physicist   also pins and unpins protocols and accepts template changes
+    physicist   also pins and unpins protocols, accepts template changes, reads reports
 
 Patient data (``phi``): ``show`` everything, ``initials`` (names cut to initials, free
 text and the acquisition date dropped), ``hide`` (no names, no free text, no date, no
@@ -40,6 +40,8 @@ DEFAULT_PHI = {"viewer": "hide", "operator": "show", "physicist": "show"}
 #: Mutating endpoints an operator may call; every other mutating endpoint (pins, template
 #: acceptance, whatever is added later) needs a physicist: new routes fail closed.
 OPERATOR_ENDPOINTS = frozenset({"acknowledge"})
+#: Pages only a physicist reads: the reports (a day's or a project's history).
+PHYSICIST_PAGES = frozenset({"report", "project"})
 #: Methods that change nothing (routes must keep them so).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -71,6 +73,10 @@ SECURITY_HEADERS: dict[str, str] = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+#: The reports are self-contained pages (inline CSS and SVG, no script at all): their
+#: styles are inline, and nothing else is allowed.
+REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+              "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 HSTS = "max-age=31536000"
 
 
@@ -84,7 +90,7 @@ def role_needed(method: str, endpoint: str | None) -> str:
     """The least role a request needs: reading needs a viewer, acknowledging an operator,
     any other change a physicist."""
     if method.upper() in SAFE_METHODS:
-        return "viewer"
+        return "physicist" if endpoint in PHYSICIST_PAGES else "viewer"
     return "operator" if endpoint in OPERATOR_ENDPOINTS else "physicist"
 
 

@@ -29,6 +29,7 @@ from quart_trio import QuartTrio
 
 from mrqart.config import STATIC_DIR
 from mrqart.live import access
+from mrqart.live.auth import REPORT_CSP
 from mrqart.live.hub import Hub, coalesce, receive_batches
 from mrqart.live.session import SessionState
 
@@ -169,7 +170,8 @@ def _add_console_routes(
 def _add_report_routes(app: QuartTrio, reports: Reports) -> None:
     async def html(page: Awaitable[str]) -> Any:
         try:
-            return await page, 200, {"Content-Type": "text/html; charset=utf-8"}
+            return await page, 200, {"Content-Type": "text/html; charset=utf-8",
+                                     "Content-Security-Policy": REPORT_CSP}
         except ValueError as e:
             abort(400, str(e))
 
