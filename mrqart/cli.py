@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mrqart.config import DICOM_SUBDIR, Config, default_db, default_users
+from mrqart.config import DICOM_SUBDIR, Config, db_location, default_db, default_users, prepare_db
 from mrqart.live.auth import PHI_MODES, ROLES
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
 from mrqart.synth import PROTOCOL
 
 if TYPE_CHECKING:
-    from mrqart.store import Store
+    from mrqart.store import BaseStore
 
 SUBCOMMANDS = ("run", "simulate", "import", "check", "templates", "protocol", "report",
                "users", "purge")
@@ -36,8 +36,9 @@ MIN_PASSWORD = 8
 
 def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--db", type=Path, default=None,
-        help=f"sqlite database (default: {default_db()}; env MRQART_DB)",
+        "--db", type=db_location, default=None,
+        help=f"sqlite file or postgresql://user@host/dbname (default: {default_db()}; "
+             "env MRQART_DB)",
     )
 
 
@@ -150,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("project", metavar="PROJECT", help="(0008,1030) StudyDescription")
         a.add_argument("sequence", metavar="SEQUENCE", help="(0008,103E) SeriesDescription")
         # SUPPRESS: given before the action, the option keeps its value.
-        a.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        a.add_argument("--db", type=db_location, default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
         a.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
         if name == "pin":
@@ -335,7 +337,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if refusal:
         print(f"mrqart: {refusal}", file=sys.stderr)
         return 2
-    args.db.parent.mkdir(parents=True, exist_ok=True)
+    prepare_db(args.db)
     config = Config(
         roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
         rules=args.rules, catch_up=not args.no_catch_up, finish_minutes=args.finish_minutes,
@@ -418,13 +420,11 @@ def _database_errors(cmd: Command) -> Command:
 
     @functools.wraps(cmd)
     def wrapper(args: argparse.Namespace) -> int:
-        import sqlite3
-
-        from mrqart.store import NewerSchemaError
+        from mrqart.store import NewerSchemaError, database_errors
 
         try:
             return cmd(args)
-        except (sqlite3.Error, NewerSchemaError) as e:
+        except (*database_errors(), NewerSchemaError) as e:
             notes = "; ".join(getattr(e, "__notes__", []))
             print(f"mrqart {args.command}: {e}" + (f" ({notes})" if notes else ""),
                   file=sys.stderr)
@@ -433,11 +433,11 @@ def _database_errors(cmd: Command) -> Command:
     return wrapper
 
 
-def _open_store(db: Path) -> Store:
-    from mrqart.store import Store
+def _open_store(db: Path | str) -> BaseStore:
+    from mrqart.store import open_store
 
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return Store(db)
+    prepare_db(db)
+    return open_store(db)
 
 
 class _Progress:

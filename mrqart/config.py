@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
+from mrqart.store import is_postgres
 
 
 def _static_dir() -> Path:
@@ -32,10 +33,22 @@ FLUSH_SECONDS = 1.0
 DICOM_SUBDIR = "dicomnode"
 
 
-def default_db() -> Path:
+def db_location(text: str) -> Path | str:
+    """A ``--db`` value: a PostgreSQL URL (``postgresql://...``) as given, else the path
+    of a sqlite file."""
+    return text if is_postgres(text) else Path(text)
+
+
+def prepare_db(db: Path | str) -> None:
+    """Create a sqlite file's directory (a PostgreSQL database is the server's business)."""
+    if isinstance(db, Path):
+        db.parent.mkdir(parents=True, exist_ok=True)
+
+
+def default_db() -> Path | str:
     """The per-user database: ``$MRQART_DB``, else ``$XDG_DATA_HOME/mrqart/mrqart.sqlite``."""
     if env := os.environ.get("MRQART_DB"):
-        return Path(env)
+        return db_location(env)
     data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(data_home) / "mrqart" / "mrqart.sqlite"
 

@@ -1,19 +1,28 @@
-"""The sqlite store on ":memory:" (and one file for WAL, schema and error notes)."""
+"""The store, against both engines (tests/conftest.py: sqlite on ":memory:" and a
+PostgreSQL schema), and what is particular to each: sqlite's WAL file and notes,
+PostgreSQL's concurrent writers."""
 
 from __future__ import annotations
 
 import random
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mrqart.rules.check import PARAMS, check
-from mrqart.store import SCHEMA_VERSION, NewerSchemaError, Store, param_set_of
+from mrqart.store import (
+    SCHEMA_VERSION,
+    BaseStore,
+    NewerSchemaError,
+    Store,
+    open_store,
+    param_set_of,
+)
 from mrqart.synth import DEFAULT_FIELDS
+from tests.conftest import DB_ERRORS, rows
 
 # The synthetic scanner's header, as another project's series on 2026-11-24.
 BASE: dict[str, Any] = {
@@ -29,26 +38,20 @@ def series(**fields: Any) -> dict[str, Any]:
     return {**BASE, "StudyUID": f"1.2.{next(_counter)}", **fields}
 
 
-def template_of(store: Store, project: str = "Brain^Wellness",
+def template_of(store: BaseStore, project: str = "Brain^Wellness",
                 sequence: str = "RewardedAnti") -> dict[str, Any]:
     template = store.template(project, sequence)
     assert template is not None
     return template
 
 
-@pytest.fixture
-def store() -> Iterator[Store]:
-    with Store(":memory:") as s:
-        yield s
-
-
-def test_empty_store_has_no_template(store: Store) -> None:
+def test_empty_store_has_no_template(store: BaseStore) -> None:
     assert store.template("Brain^Wellness", "RewardedAnti") is None
     assert store.templates() == []
     assert store.series_on("20261124") == []
 
 
-def test_template_holds_the_17_params_in_order(store: Store) -> None:
+def test_template_holds_the_17_params_in_order(store: BaseStore) -> None:
     store.record_series(series(), n_files=1)
     template = store.template("Brain^Wellness", "RewardedAnti")
     assert template is not None
@@ -59,7 +62,7 @@ def test_template_holds_the_17_params_in_order(store: Store) -> None:
     assert check(BASE, template)["status"] == "conform"
 
 
-def test_template_is_most_frequent(store: Store) -> None:
+def test_template_is_most_frequent(store: BaseStore) -> None:
     for tr in (2000.0, 1300.0, 1300.0, 2000.0, 1300.0):
         store.record_series(series(TR=tr), n_files=1)
     assert template_of(store)["TR"] == 1300.0
@@ -76,7 +79,7 @@ def test_template_is_most_frequent(store: Store) -> None:
         (("20261101", "090000"), ("null", "null")),
     ],
 )
-def test_a_tie_keeps_the_established_set(store: Store, dates: Any) -> None:
+def test_a_tie_keeps_the_established_set(store: BaseStore, dates: Any) -> None:
     for tr, (day, time) in zip((1300.0, 2000.0), dates):
         store.record_series(series(TR=tr, AcqDate=day, AcqTime=time), n_files=1)
     assert template_of(store)["TR"] == 1300.0
@@ -94,13 +97,13 @@ def test_a_tie_keeps_the_established_set(store: Store, dates: Any) -> None:
     [("brain^wellness", "rewardedanti"), ("BRAIN^WELLNESS", "RewardedAnti"),
      ("Brain^Wellness", "REWARDEDANTI")],
 )
-def test_names_match_case_insensitively(store: Store, project: str, sequence: str) -> None:
+def test_names_match_case_insensitively(store: BaseStore, project: str, sequence: str) -> None:
     store.record_series(series(), n_files=1)
     assert store.template(project, sequence) is not None
     assert store.template(project, "Other") is None
 
 
-def test_case_variants_count_together(store: Store) -> None:
+def test_case_variants_count_together(store: BaseStore) -> None:
     store.record_series(series(Project="brain^wellness", TR=2000.0), n_files=1)
     store.record_series(series(Project="BRAIN^WELLNESS", TR=2000.0), n_files=1)
     store.record_series(series(TR=1300.0), n_files=1)
@@ -108,7 +111,7 @@ def test_case_variants_count_together(store: Store) -> None:
     assert len(store.templates()) == 1
 
 
-def test_pin_wins_over_counts(store: Store) -> None:
+def test_pin_wins_over_counts(store: BaseStore) -> None:
     for _ in range(3):
         store.record_series(series(TR=1300.0), n_files=1)
     store.record_series(series(TR=2000.0), n_files=1)
@@ -124,7 +127,7 @@ def test_pin_wins_over_counts(store: Store) -> None:
     assert template_of(store)["TR"] == 1300.0
 
 
-def test_pin_from_a_header_never_seen(store: Store) -> None:
+def test_pin_from_a_header_never_seen(store: BaseStore) -> None:
     store.record_series(series(TR=1300.0), n_files=1)
     set_id = store.pin("Brain^Wellness", "RewardedAnti", header=series(TR=1500.0))
     assert template_of(store)["TR"] == 1500.0
@@ -143,7 +146,7 @@ def test_pin_from_a_header_never_seen(store: Store) -> None:
         ({"set_id": 1, "header": BASE}, TypeError),
     ],
 )
-def test_pin_refuses(store: Store, kwargs: dict[str, Any], error: type[Exception]) -> None:
+def test_pin_refuses(store: BaseStore, kwargs: dict[str, Any], error: type[Exception]) -> None:
     store.record_series(series(), n_files=1)
     store.record_series(series(Project="Other"), n_files=1)
     other_id = store.param_sets("Other", "RewardedAnti")[0]["id"]
@@ -153,7 +156,7 @@ def test_pin_refuses(store: Store, kwargs: dict[str, Any], error: type[Exception
         store.pin("Brain^Wellness", "RewardedAnti", set_id=other_id)
 
 
-def test_record_series_is_an_idempotent_upsert(store: Store) -> None:
+def test_record_series_is_an_idempotent_upsert(store: BaseStore) -> None:
     header = series()
     assert store.record_series(header, n_files=1) is True
     assert store.record_series(header, n_files=40) is False
@@ -163,7 +166,7 @@ def test_record_series_is_an_idempotent_upsert(store: Store) -> None:
     assert store.param_sets("Brain^Wellness", "RewardedAnti")[0]["count"] == 1
 
 
-def test_session_key_defaults_to_study_uid(store: Store) -> None:
+def test_session_key_defaults_to_study_uid(store: BaseStore) -> None:
     header = series()
     assert store.record_series(header, n_files=1)
     assert store.record_series(header, n_files=1, session="dir/a")
@@ -173,7 +176,7 @@ def test_session_key_defaults_to_study_uid(store: Store) -> None:
     assert sessions == {(header["StudyUID"], 5), ("dir/a", 5), (header["StudyUID"], 6)}
 
 
-def test_identical_params_share_one_set(store: Store) -> None:
+def test_identical_params_share_one_set(store: BaseStore) -> None:
     store.record_series(series(), n_files=1)
     # another subject, day and shims; live export rounding and white space
     store.record_series(series(SubID="sub2", AcqDate="20261125", Shims="null",
@@ -193,12 +196,12 @@ def test_identical_params_share_one_set(store: Store) -> None:
         ((14.2, 38.93, 63.66, 14.2), [14.2, 38.93, 63.66]),
     ],
 )
-def test_multi_echo_te_list(store: Store, echo_times: tuple[float, ...], te: Any) -> None:
+def test_multi_echo_te_list(store: BaseStore, echo_times: tuple[float, ...], te: Any) -> None:
     store.record_series(series(), n_files=3, echo_times=echo_times)
     assert template_of(store)["TE"] == te
 
 
-def test_live_multi_echo_gets_its_echoes_on_update(store: Store) -> None:
+def test_live_multi_echo_gets_its_echoes_on_update(store: BaseStore) -> None:
     header = series(TE=14.2)
     store.record_series(header, n_files=1)
     store.record_series(header, n_files=6, echo_times=(14.2, 38.93))
@@ -208,7 +211,7 @@ def test_live_multi_echo_gets_its_echoes_on_update(store: Store) -> None:
     assert (only["count"], only["last_seen"]) == (1, "20261124 101500.000000")
 
 
-def test_series_on_a_day(store: Store) -> None:
+def test_series_on_a_day(store: BaseStore) -> None:
     store.record_series(series(AcqTime="120000", SeriesNumber=2, Station="B"), n_files=3,
                         session="s1")
     store.record_series(series(AcqTime="090000", SeriesNumber=1), n_files=7, source="import",
@@ -221,8 +224,8 @@ def test_series_on_a_day(store: Store) -> None:
     assert set(rows[0]) == {"station", "session", "series_number", "header", "n_files", "source"}
 
 
-def test_bad_source_is_refused(store: Store) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
+def test_bad_source_is_refused(store: BaseStore) -> None:
+    with pytest.raises(store.errors, match="CHECK|check"):
         store.record_series(series(), n_files=1, source="guess")
 
 
@@ -254,7 +257,7 @@ def test_sqlite_errors_name_the_database(tmp_path: Path) -> None:
     assert f"mrqart database: {path}" in info.value.__notes__
 
 
-def test_calls_from_threads_one_after_another(store: Store) -> None:
+def test_calls_from_threads_one_after_another(store: BaseStore) -> None:
     def work(i: int) -> None:
         store.record_series(series(SeriesNumber=i), n_files=i)
         store.template("Brain^Wellness", "RewardedAnti")
@@ -267,20 +270,19 @@ def test_calls_from_threads_one_after_another(store: Store) -> None:
     assert store.param_sets("Brain^Wellness", "RewardedAnti")[0]["count"] == 8
 
 
-def test_two_processes_creating_one_database(tmp_path: Path) -> None:
+def test_two_processes_creating_one_database(db_url: str) -> None:
     # Two connections racing to create the schema: one migrates, the other waits
     # for its write lock and then finds the schema current.
-    path = tmp_path / "db.sqlite"
     errors: list[BaseException] = []
-    opened: list[Store] = []
+    opened: list[BaseStore] = []
 
-    def open_store() -> None:
+    def opener() -> None:
         try:
-            opened.append(Store(path))
-        except sqlite3.Error as e:  # e.g. "table param_set already exists"
+            opened.append(open_store(db_url))
+        except DB_ERRORS as e:  # e.g. "table param_set already exists": fails below
             errors.append(e)
 
-    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    threads = [threading.Thread(target=opener) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -291,7 +293,7 @@ def test_two_processes_creating_one_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_counters_match_the_series_table(store: Store, seed: int) -> None:
+def test_counters_match_the_series_table(store: BaseStore, seed: int) -> None:
     # The per-set counters template() ranks by are kept incrementally; after any
     # mix of inserts, repeats and echo changes they equal a recount.
     rng = random.Random(seed)
@@ -301,18 +303,18 @@ def test_counters_match_the_series_table(store: Store, seed: int) -> None:
                   "AcqDate": rng.choice(["20261124", "null"])}
         echoes = rng.choice([(), (14.2, 38.93), (14.2, 38.93, 60.0)])
         store.record_series(header, n_files=rng.randrange(1, 9), echo_times=echoes)
-    db = store._db  # the test reads the tables directly to recount
     recount = {
-        row[0]: (row[1], row[2]) for row in db.execute(
-            """SELECT param_set, count(*), max(NULLIF(acq_date, 'null') || ' ' || acq_time)
-               FROM series GROUP BY param_set""")
+        row["param_set"]: (row["n"], row["last"]) for row in rows(
+            store, """SELECT param_set, count(*) AS n,
+                             max(NULLIF(acq_date, 'null') || ' ' || acq_time) AS last
+                      FROM series GROUP BY param_set""")
     }
-    kept = {row[0]: (row[1], row[2]) for row in db.execute(
-        "SELECT id, n_series, last_seen FROM param_set WHERE n_series > 0")}
+    kept = {row["id"]: (row["n_series"], row["last_seen"]) for row in rows(
+        store, "SELECT id, n_series, last_seen FROM param_set WHERE n_series > 0")}
     assert kept == recount
 
 
-def test_rolled_back_batch_leaves_nothing(store: Store) -> None:
+def test_rolled_back_batch_leaves_nothing(store: BaseStore) -> None:
     with pytest.raises(RuntimeError), store.batch():
         store.record_series(series(TR=1500.0), n_files=1)
         raise RuntimeError("the importer failed half way")
@@ -321,7 +323,7 @@ def test_rolled_back_batch_leaves_nothing(store: Store) -> None:
     assert template_of(store)["TR"] == 1500.0
 
 
-def test_int_and_float_of_one_value_are_one_set(store: Store) -> None:
+def test_int_and_float_of_one_value_are_one_set(store: BaseStore) -> None:
     store.record_series(series(TR=1300, Phase=1), n_files=1)
     store.record_series(series(TR=1300.0, Phase=1.0), n_files=1)
     assert [s["count"] for s in store.param_sets("Brain^Wellness", "RewardedAnti")] == [2]
@@ -332,14 +334,14 @@ def test_int_and_float_of_one_value_are_one_set(store: Store) -> None:
     [("Étude^Cerveau", "ÉTUDE^cerveau"), ("Straße", "STRASSE"),
      ("Brain  Wellness ", "brain wellness")],
 )
-def test_names_match_beyond_ascii_and_white_space(store: Store, recorded: str, asked: str) -> None:
+def test_names_match_beyond_ascii_and_white_space(store: BaseStore, recorded: str, asked: str) -> None:
     store.record_series(series(Project=recorded), n_files=1)
     assert store.template(asked, "rewardedanti") is not None
     store.pin(asked, "RewardedAnti", header=series(Project=recorded, TR=900.0))
     assert template_of(store, asked)["TR"] == 900.0
 
 
-def test_phase_and_magnitude_of_one_field_map_have_their_own_templates(store: Store) -> None:
+def test_phase_and_magnitude_of_one_field_map_have_their_own_templates(store: BaseStore) -> None:
     magnitude = {**BASE, "SequenceName": "fmap", "TE": 4.92,
                  "ImageType": ["ORIGINAL", "PRIMARY", "M", "ND"]}
     phase = {**magnitude, "SeriesNumber": 99, "ImageType": ["ORIGINAL", "PRIMARY", "P", "ND"]}
@@ -350,3 +352,16 @@ def test_phase_and_magnitude_of_one_field_map_have_their_own_templates(store: St
     assert store.template(project, "fmap (phase)")["TE"] == 4.92
     assert [s["count"] for s in store.param_sets(project, "fmap")] == [1]
     assert [s["count"] for s in store.param_sets(project, "fmap (phase)")] == [1]
+
+
+def test_purge_blanks_who_before_a_day_once(store: BaseStore) -> None:
+    old = series(AcqDate="20261101", SubID="sub-01", Operator="ana", Comments="moved")
+    store.record_series(old, n_files=1)
+    store.record_series(series(SubID="sub-02", Operator="bo"), n_files=1)  # 20261124
+    store.record_series(series(AcqDate="null", SubID="sub-03"), n_files=1)  # undated: kept
+    assert store.purge_identifying("20261124") == 1
+    assert store.purge_identifying("20261124") == 0  # already purged
+    [row] = store.series_on("20261101")
+    assert not {"SubID", "Operator", "Comments"} & set(row["header"])
+    assert row["header"]["TR"] == old["TR"] and row["n_files"] == 1
+    assert store.series_on("20261124")[0]["header"]["SubID"] == "sub-02"

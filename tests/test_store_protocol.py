@@ -1,24 +1,21 @@
 """The store's session-level part: recent sessions, pinned protocols, acknowledgements,
-and the migration of a version-1 database."""
+and the migration of a version-1 database; against both engines (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mrqart.live.session import series_key
 from mrqart.rules.protocol import Alert, learn_protocol
-from mrqart.store import SCHEMA_VERSION, Store
+from mrqart.store import SCHEMA_VERSION, BaseStore, open_store
 from mrqart.synth import DEFAULT_FIELDS
 
 USUAL = [("localizer", 3), ("T1w", 192), ("fmap", 72), ("rest", 300)]
 
 
-def record_session(store: Store, session: str, series: list[tuple[str, int]], *,
+def record_session(store: BaseStore, session: str, series: list[tuple[str, int]], *,
                    project: str = "Brain^Wellness", date: str = "20261124",
                    time: str = "101500.000000") -> None:
     """Record ``series`` as one session, numbered 1.. in the order given."""
@@ -29,13 +26,7 @@ def record_session(store: Store, session: str, series: list[tuple[str, int]], *,
         store.record_series(header, n_files=n_files)
 
 
-@pytest.fixture
-def store() -> Iterator[Store]:
-    with Store(":memory:") as s:
-        yield s
-
-
-def test_recent_sessions_newest_first_in_series_order(store: Store) -> None:
+def test_recent_sessions_newest_first_in_series_order(store: BaseStore) -> None:
     record_session(store, "old", USUAL[:2], date="20261120")
     record_session(store, "new", USUAL, date="20261124", time="080000.000000")
     record_session(store, "mid", list(reversed(USUAL)), date="20261122")
@@ -50,12 +41,12 @@ def test_recent_sessions_newest_first_in_series_order(store: Store) -> None:
 
 
 @pytest.mark.parametrize("asked", ["brain^wellness", " BRAIN^Wellness ", "Brain^Wellness"])
-def test_recent_sessions_match_the_project_like_templates(store: Store, asked: str) -> None:
+def test_recent_sessions_match_the_project_like_templates(store: BaseStore, asked: str) -> None:
     record_session(store, "s1", USUAL)
     assert store.recent_sessions(asked) == [USUAL]
 
 
-def test_a_session_is_as_recent_as_its_first_series(store: Store) -> None:
+def test_a_session_is_as_recent_as_its_first_series(store: BaseStore) -> None:
     """A long session that started earlier is older, however late its last series."""
     record_session(store, "long", USUAL[:1], date="20261124", time="080000.000000")
     store.record_series({**DEFAULT_FIELDS, "Project": "Brain^Wellness", "SequenceName": "late",
@@ -65,20 +56,20 @@ def test_a_session_is_as_recent_as_its_first_series(store: Store) -> None:
     assert store.recent_sessions("Brain^Wellness") == [USUAL[:1], [*USUAL[:1], ("late", 1)]]
 
 
-def test_recent_sessions_feed_learn_protocol(store: Store) -> None:
+def test_recent_sessions_feed_learn_protocol(store: BaseStore) -> None:
     for i in range(3):
         record_session(store, f"s{i}", USUAL if i else USUAL[:3], date=f"2026112{i}")
     protocol = learn_protocol("Brain^Wellness", store.recent_sessions("Brain^Wellness"))
     assert [(e.sequence_name, e.n_files) for e in protocol.expected] == USUAL
 
 
-def test_session_series(store: Store) -> None:
+def test_session_series(store: BaseStore) -> None:
     record_session(store, "s1", USUAL)
     assert store.session_series("s1") == USUAL
     assert store.session_series("unknown") == []
 
 
-def test_pin_unpin_protocol(store: Store) -> None:
+def test_pin_unpin_protocol(store: BaseStore) -> None:
     expected = [{"sequence_name": "T1w", "n_files": 192}, {"sequence_name": "rest",
                                                           "n_files": None}]
     assert store.pinned_protocol("Brain^Wellness") is None
@@ -103,7 +94,7 @@ def test_pin_unpin_protocol(store: Store) -> None:
         ([{"sequence_name": "rest", "n_files": True}], "positive"),
     ],
 )
-def test_pin_protocol_refuses_malformed(store: Store, expected: list[dict[str, Any]],
+def test_pin_protocol_refuses_malformed(store: BaseStore, expected: list[dict[str, Any]],
                                         match: str) -> None:
     with pytest.raises(ValueError, match=match):
         store.pin_protocol("P", expected)
@@ -116,7 +107,7 @@ def alert(kind: str = "incomplete", number: int | None = 4) -> Alert:
                  text=f"{kind} <b>text</b>")
 
 
-def test_acknowledge_upserts_and_keeps_history(store: Store) -> None:
+def test_acknowledge_upserts_and_keeps_history(store: BaseStore) -> None:
     incomplete, missing = alert(), alert("missing", None)
     store.acknowledge(incomplete.to_json(), "participant asked to stop", "2026-11-24T10:00:00+00:00")
     store.acknowledge(missing.to_json(), "short session", "2026-11-24T10:05:00+00:00")
@@ -132,28 +123,29 @@ def test_acknowledge_upserts_and_keeps_history(store: Store) -> None:
     assert store.acks("other") == {}
 
 
-def test_acks_survive_reopening(tmp_path: Path) -> None:
-    with Store(tmp_path / "db.sqlite") as s:
+def test_acks_survive_reopening(db_url: str) -> None:
+    with open_store(db_url) as s:
         s.acknowledge(alert().to_json(), "ok", "2026-11-24T10:00:00+00:00")
-    with Store(tmp_path / "db.sqlite") as s:
+    with open_store(db_url) as s:
         assert s.series_acks("1.2.3", 4)[0]["reason"] == "ok"
 
 
-def test_version_1_database_migrates_keeping_its_series(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
-    with Store(path) as s:
+def test_version_1_database_migrates_keeping_its_series(db_url: str) -> None:
+    with open_store(db_url) as s:
         record_session(s, "s1", USUAL)
         record_session(s, "s2", [("rest", 300)])
-    # Make it the database a version-1 mrqart left behind.
-    db = sqlite3.connect(path)
-    db.executescript(
-        "DROP TABLE ack; DROP TABLE protocol_pin; DROP TABLE template_change;"
-        "DROP TABLE template; DROP TABLE last_software;"
-        "ALTER TABLE series DROP COLUMN trusted; ALTER TABLE series DROP COLUMN vote;"
-        "ALTER TABLE series DROP COLUMN software; ALTER TABLE param_set DROP COLUMN n_votes;"
-        "ALTER TABLE param_set DROP COLUMN first_seen; PRAGMA user_version = 1;")
-    db.close()
-    with Store(path) as s:
+
+        def downgrade() -> None:  # to the database a version-1 mrqart left behind
+            for table in ("ack", "protocol_pin", "template_change", "template", "last_software"):
+                s._db.execute(f"DROP TABLE {table}")
+            for table, column in (("series", "trusted"), ("series", "vote"),
+                                  ("series", "software"), ("param_set", "n_votes"),
+                                  ("param_set", "first_seen")):
+                s._db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+            s._set_schema_version(1)
+
+        s._run(downgrade, True)
+    with open_store(db_url) as s:
         assert s.session_series("s1") == USUAL
         s.pin_protocol("Brain^Wellness", [{"sequence_name": "rest", "n_files": 300}])
         s.acknowledge(alert().to_json(), "ok", "2026-11-24T10:00:00+00:00")
@@ -164,12 +156,10 @@ def test_version_1_database_migrates_keeping_its_series(tmp_path: Path) -> None:
         assert [h["kind"] for h in s.history("Brain^Wellness", "rest")] == ["learnt"]
         assert s.previous_software({**DEFAULT_FIELDS, "Project": "Brain^Wellness",
                                     "SequenceName": "rest"}) == "syngo MR E11"
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-    db.close()
+        assert s._run(s._schema_version, True) == SCHEMA_VERSION == 3
 
 
-def test_protocol_is_pinned_else_learnt(store: Store) -> None:
+def test_protocol_is_pinned_else_learnt(store: BaseStore) -> None:
     assert store.protocol("Brain^Wellness").expected == ()
     record_session(store, "s1", USUAL)
     record_session(store, "now", [("rest", 5)])

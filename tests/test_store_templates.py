@@ -1,14 +1,15 @@
 """The store's template policy: trusted votes, acceptance, imported templates, history,
-software versions (the pure policy is tests/test_templates_policy.py)."""
+software versions (the pure policy is tests/test_templates_policy.py); against both
+engines (tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from mrqart.store import Store
+from mrqart.store import BaseStore as Store
+from mrqart.store import Store as SqliteStore
 from mrqart.synth import DEFAULT_FIELDS
 
 P, S = "Brain^Wellness", "rest"
@@ -21,12 +22,6 @@ def series(**fields: Any) -> dict[str, Any]:
     return {**DEFAULT_FIELDS, "Project": P, "SequenceName": S, "StudyUID": f"s{n}",
             "SeriesNumber": 3, "AcqDate": "20261124", "AcqTime": f"{100000 + n:06d}.000000",
             **fields}
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    with Store(":memory:") as s:
-        yield s
 
 
 def tr(store: Store) -> float | None:
@@ -89,25 +84,26 @@ def test_pin_and_unpin_are_in_the_history(store: Store) -> None:
 
 
 def test_adopt_keeps_history_once(store: Store) -> None:
+    # another site's database (sqlite) exports; the store under test imports
+    with SqliteStore(":memory:") as site_a:
+        site_a.record_series(series(TR=1300.0), n_files=1)
+        params = site_a.template(P, S)
+        assert params is not None
+        old = site_a.history(P, S)
+    for _ in range(2):  # importing twice keeps one copy of the old history
+        change = store.adopt({**params, "TR": 2000.0}, S, reason="from site A", by="ana",
+                             history=old)
+    assert store.template(P, S) == {**params, "TR": 2000.0}
+    assert change["kind"] == "imported"
+    history = store.history(P, S)
+    assert [(h["kind"], h["reason"]) for h in history] == [
+        ("learnt", "first trusted series"), ("imported", "from site A"),
+        ("imported", "from site A")]
+    # the decision holds one vote (by default): another set needs two
     store.record_series(series(TR=1300.0), n_files=1)
-    params = store.template(P, S)
-    assert params is not None
-    old = store.history(P, S)
-    with Store(":memory:") as other:
-        for _ in range(2):  # importing twice keeps one copy of the old history
-            change = other.adopt({**params, "TR": 2000.0}, S, reason="from site A", by="ana",
-                                 history=old)
-        assert other.template(P, S) == {**params, "TR": 2000.0}
-        assert change["kind"] == "imported"
-        history = other.history(P, S)
-        assert [(h["kind"], h["reason"]) for h in history] == [
-            ("learnt", "first trusted series"), ("imported", "from site A"),
-            ("imported", "from site A")]
-        # the decision holds one vote (by default): another set needs two
-        other.record_series(series(TR=1300.0), n_files=1)
-        assert other.template(P, S)["TR"] == 2000.0  # type: ignore[index]
-        other.record_series(series(TR=1300.0), n_files=1)
-        assert other.template(P, S)["TR"] == 1300.0  # type: ignore[index]
+    assert store.template(P, S)["TR"] == 2000.0  # type: ignore[index]
+    store.record_series(series(TR=1300.0), n_files=1)
+    assert store.template(P, S)["TR"] == 1300.0  # type: ignore[index]
 
 
 def test_adopt_refuses_a_partial_set(store: Store) -> None:

@@ -17,7 +17,6 @@ import importlib
 import logging
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from mrqart.config import Config, default_db
+from mrqart.config import Config, default_db, prepare_db
 from mrqart.headers import Unreadable, read_header
 from mrqart.ingest.watcher import FileReady, Watcher
 from mrqart.live.access import Guard
@@ -43,7 +42,8 @@ from mrqart.report import Period, load_exclusions, pages
 from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name
 from mrqart.rules.compliance import Compliance
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
-from mrqart.store import Store
+from mrqart.store import BaseStore as Store
+from mrqart.store import database_errors, open_store
 
 if TYPE_CHECKING:
     from mrqart.ingest.dicomnode import DicomNode
@@ -85,7 +85,7 @@ class Pipeline:
 
     config: Config
     source: Any = None  # an inotify event source; None for the real kernel one
-    open_store: Callable[[Path | str], Store] = Store  # tests pass a failing store here
+    open_store: Callable[[Path | str], Store] = open_store  # tests pass a failing store here
     state: SessionState = field(default_factory=SessionState)
     hub: Hub = field(default_factory=Hub)
 
@@ -372,13 +372,14 @@ class Pipeline:
         assert self.store is not None
         try:
             value = await trio.to_thread.run_sync(fn, self.store, *args, limiter=self._sqlite)
-        except (sqlite3.Error, OSError) as error:
+        except (*database_errors(), OSError) as error:
             if not self._store_failing:
-                log.error("database %s failing, verdicts go on without it: %s", self.config.db, error)
+                log.error("database %s failing, verdicts go on without it: %s", self.store.path,
+                          error)
                 self._store_failing = True
             return default
         if write and self._store_failing:
-            log.warning("database %s writable again", self.config.db)
+            log.warning("database %s writable again", self.store.path)
             self._store_failing = False
         return value
 
@@ -410,7 +411,7 @@ class Pipeline:
             return await trio.to_thread.run_sync(build, self.store, limiter=self._sqlite)
 
         def build_own() -> str:
-            with Store(config.db) as store:
+            with open_store(config.db) as store:
                 return build(store)
 
         return await trio.to_thread.run_sync(build_own, limiter=self._report_limiter)
@@ -550,7 +551,7 @@ def app_from_env() -> QuartTrio:
     finish = os.environ.get("MRQART_FINISH_MINUTES")
     dicom_port, dicom_dir = os.environ.get("MRQART_DICOM_PORT"), os.environ.get("MRQART_DICOM_DIR")
     db = default_db()
-    db.parent.mkdir(parents=True, exist_ok=True)
+    prepare_db(db)
     config = Config(
         roots=tuple(Path(p) for p in watch.split(":") if p),
         db=db,
