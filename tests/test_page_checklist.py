@@ -143,7 +143,7 @@ ITEMS = ("[...document.querySelectorAll('#checklist-items .item')].map(e => "
          "[e.dataset.state, e.querySelector('.name').textContent, "
          "e.querySelector('.state').textContent, e.querySelector('.progress').hidden ? '' : "
          "e.querySelector('.of').textContent])")
-ALERTS = ("[...document.querySelectorAll('#alert-list .alert')].map(e => "
+ALERTS = ("[...document.querySelectorAll('.alert')].map(e => "
           "[e.dataset.kind, e.dataset.acked, e.querySelector('.text').textContent, "
           "e.querySelector('.ack-note').textContent])")
 
@@ -197,7 +197,7 @@ async def test_alerts_acknowledged_from_the_page(server: ChecklistServer, browse
         await open_page(browser, f"{server.url}/station/{STATION}")
         server.checklists[STATION]["alerts"].append(missing)  # the fake now knows its id
         server.send({"station": STATION, "type": "alert", "content": missing})
-        await browser.wait_for("document.querySelectorAll('#alert-list .alert').length === 2")
+        await browser.wait_for("document.querySelectorAll('.alert').length === 2")
         assert await browser.evaluate(ALERTS) == [
             ["missing", "0", f"missing: fmap, {XSS}", ""],
             ["incomplete", "0", "t1_mprage series 2 incomplete: 120 of 192", ""],
@@ -236,9 +236,9 @@ async def test_alerts_and_items_stay_bounded(server: ChecklistServer, browser: P
                          "content": alert("incomplete", f"series {n} incomplete", n)})
         server.send({"station": STATION, "type": "checklist", "content": view(
             [item(f"extra{n}", None, "unexpected", 1, n) for n in range(200)], [])})
-        await browser.wait_for("document.querySelector('#alert-list .text')?.textContent"
+        await browser.wait_for("document.querySelector('.alert .text')?.textContent"
                                " === 'series 100 incomplete'")
-        assert len(await texts(browser, "#alert-list .alert")) == 30
+        assert len(await texts(browser, ".alert")) == 30
         assert len(await texts(browser, "#checklist-items .item")) == 80
         assert browser.errors == []
 
@@ -283,7 +283,7 @@ async def test_no_session_no_panel_then_resync(server: ChecklistServer, browser:
         await browser.wait_for("document.body.dataset.syncs === '2'")
         assert await browser.evaluate("document.getElementById('checklist').hidden") is False
         assert len(await texts(browser, "#checklist-items .item")) == 5
-        assert len(await texts(browser, "#alert-list .alert")) == 1
+        assert len(await texts(browser, ".alert")) == 1
         assert browser.errors == []
 
 
@@ -304,7 +304,7 @@ async def test_screenshot(server: ChecklistServer, browser: Page, tmp_path: Path
             "id": f"{key(3)}:incomplete", "reason": "participant asked for a break", "at": AT}})
         server.send({"station": STATION, "type": "alert", "content": alert(
             "cross_series", "shims changed since fieldmap series 5", 6)})
-        await browser.wait_for("document.querySelectorAll('#alert-list .alert').length === 2")
+        await browser.wait_for("document.querySelectorAll('.alert').length === 2")
         await browser.screenshot(shot)
     assert (await trio.Path(shot).read_bytes()).startswith(b"\x89PNG\r\n\x1a\n")
     if target := os.environ.get("MRQART_SCREENSHOT"):
@@ -354,7 +354,7 @@ async def test_end_to_end_skipped_and_short_series(browser: Page, tmp_path: Path
     root = tmp_path / "incoming"
     root.mkdir()
     db = tmp_path / "db.sqlite"
-    alert_texts = "[...document.querySelectorAll('#alert-list .text')].map(e => e.textContent)"
+    alert_texts = "[...document.querySelectorAll('.alert .text')].map(e => e.textContent)"
     with trio.fail_after(TIMEOUT * 2):
         await trio.to_thread.run_sync(learn_history, tmp_path / "archive", db)
         async with trio.open_nursery() as nursery:
@@ -375,7 +375,7 @@ async def test_end_to_end_skipped_and_short_series(browser: Page, tmp_path: Path
             assert not any("t1_mprage" in t for t in await browser.evaluate(
                 f"{alert_texts}.filter(t => t.startsWith('missing'))"))
             # Acknowledge the short T1 through the browser.
-            short = ("[...document.querySelectorAll('#alert-list .alert')].find(e => "
+            short = ("[...document.querySelectorAll('.alert')].find(e => "
                      "e.querySelector('.text').textContent.includes('incomplete: 5 of 8'))")
             await browser.evaluate(f"{short}.querySelector('.ack-open').click()")
             await browser.send("Input.insertText", text="participant asked to stop")

@@ -110,3 +110,18 @@ def test_late_files_resolve_an_incomplete_alert() -> None:
     assert c.on_count("S:2", 300) == ([], [updated])
     assert c.on_count("S:2", 300) == ([], [])
     assert states(c)[1] == ("rest", "done")
+
+
+def test_a_series_that_differs_raises_one_acknowledgeable_alert() -> None:
+    c = Checklist("S", protocol())
+    errors = {"TR": {"expect": 1300.0, "have": 2000.0}, "FA": {"expect": 52, "have": "null"}}
+    (alert,) = c.on_series("S:2", header(2, "rest"), errors)
+    assert (alert.id, alert.kind, alert.series) == ("S:2:nonconform", "nonconform", "S:2")
+    assert alert.text == "rest series 2: TR 2000, expected 1300 (+1 more)"
+    # rest stopped short too: that is a second, separate alert
+    alerts = c.on_series("S:3", header(3, "dwi"), {"Matrix": {"expect": [96, 96], "have": [64, 64]}})
+    assert [(a.kind, a.text) for a in alerts] == [
+        ("incomplete", "rest series 2 incomplete: 1 of 300"),
+        ("nonconform", "dwi series 3: Matrix 64 × 64, expected 96 × 96")]
+    c.on_count("S:3", 100)
+    assert c.on_series("S:4", header(4, "fmap"), {}) == []

@@ -208,7 +208,8 @@ class Pipeline:
         while len(self._echo_probe) > MAX_ECHO_PROBES:  # series that ended after one file
             del self._echo_probe[next(iter(self._echo_probe))]
         return [Message(series.station, "new", result, series=key),
-                *await self._on_new_series(series.station, series.session, key, header)]
+                *await self._on_new_series(series.station, series.session, key, header,
+                                           result["errors"])]
 
     async def _probe_echo(self, key: str, path: str) -> None:
         """Learn a new series' echo times from its next files; once all are seen, record
@@ -246,7 +247,8 @@ class Pipeline:
 
     # -- session-level compliance -------------------------------------------------
     async def _on_new_series(
-        self, station: str, session: str, key: str, header: dict[str, Any]
+        self, station: str, session: str, key: str, header: dict[str, Any],
+        errors: dict[str, Any],
     ) -> list[Message]:
         """Place a new series on its station's checklist (a new session first learns its
         project's protocol); the alerts raised and the checklist to show.
@@ -263,7 +265,7 @@ class Pipeline:
             )
             acks = await self._store_call(lambda s: s.acks(session), default={})
             alerts += self.compliance.start_session(station, session, protocol, now, acks)
-        alerts += self.compliance.on_series(station, key, header, now)
+        alerts += self.compliance.on_series(station, key, header, now, errors)
         return self._compliance_messages(station, alerts)
 
     def _compliance_messages(self, station: str, alerts: list[Alert]) -> list[Message]:

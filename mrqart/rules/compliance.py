@@ -47,10 +47,13 @@ class Compliance:
         self._acks.update(acks or {})
         return alerts
 
-    def on_series(self, station: str, key: str, header: dict[str, Any], now: float) -> list[Alert]:
+    def on_series(
+        self, station: str, key: str, header: dict[str, Any], now: float,
+        errors: dict[str, Any] | None = None,
+    ) -> list[Alert]:
         current = self._current[station]
         current.last_file = now
-        return self._remember(station, current.checklist.on_series(key, header))
+        return self._remember(station, current.checklist.on_series(key, header, errors))
 
     def on_count(
         self, station: str, key: str, n_files: int, now: float

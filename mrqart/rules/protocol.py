@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
+
+from mrqart.rules.check import fmt
 
 #: A series belongs to the expected protocol if it appears in at least this share of
 #: the project's recent sessions.
@@ -135,7 +137,7 @@ class Alert:
     """Something the operator should see and may acknowledge."""
 
     id: str
-    kind: str  # incomplete | missing | cross_series
+    kind: str  # incomplete | missing | cross_series | nonconform
     session: str
     series: str | None  # series key, None for session-wide alerts
     text: str
@@ -167,12 +169,21 @@ class Checklist:
     _running: _Seen | None = None
     _incomplete: dict[str, Alert] = field(default_factory=dict)  # series key -> open alert
 
-    def on_series(self, key: str, header: dict[str, Any]) -> list[Alert]:
-        """A new series started: close the previous one, place this one, run the rules."""
+    def on_series(
+        self, key: str, header: dict[str, Any],
+        errors: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[Alert]:
+        """A new series started: close the previous one, place this one, run the rules.
+
+        ``errors`` are the series' differences from its template (CheckResult.errors):
+        a series that differs raises a "nonconform" alert, so that the operator can
+        acknowledge it with a reason like any other alert."""
         alerts = self._close_running()
         name = str(header.get("SequenceName", "null"))
         seen = _Seen(key, header.get("SeriesNumber"), name, header)
         seen.slot = self._free_slot(name)
+        if errors:
+            alerts.append(self._nonconform_alert(seen, errors))
         alerts += self._cross_series(seen)
         self.series.append(seen)
         self._running = seen
@@ -274,6 +285,17 @@ class Checklist:
             id=f"{seen.key}:incomplete", kind="incomplete", session=self.session,
             series=seen.key, text=f"{seen.sequence_name} series {seen.series_number} "
             f"incomplete: {seen.n_files} of {expected}",
+        )
+
+    def _nonconform_alert(self, seen: _Seen, errors: Mapping[str, Mapping[str, Any]]) -> Alert:
+        """"rest series 3: TR 2000, expected 1300 (+1 more)": the first difference, in
+        the order of the rules, as the page's checklist writes it."""
+        param, first = next(iter(errors.items()))
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Alert(
+            id=f"{seen.key}:nonconform", kind="nonconform", session=self.session,
+            series=seen.key, text=f"{seen.sequence_name} series {seen.series_number}: {param} "
+            f"{fmt(first['have'], param)}, expected {fmt(first['expect'], param)}{more}",
         )
 
     def _cross_series(self, seen: _Seen) -> list[Alert]:

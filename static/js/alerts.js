@@ -1,12 +1,18 @@
-// The alert list: open alerts first, each acknowledged with a reason typed at the console.
+// Alerts: open ones in the alarm banner across the top of the page (role="alert", in the
+// sticky header, so it stays in view however far the list is scrolled), acknowledged
+// ones, muted and with their reason, in the list under the header. Each is acknowledged
+// with a reason typed at the console, in the banner itself.
 //
 // Alert texts and acknowledgement reasons are inserted with textContent, never as HTML.
 //
-// Test hooks: alerts carry data-id, data-kind and data-acked (0|1).
+// Test hooks: alerts carry data-id, data-kind and data-acked (0|1); an acknowledgement
+// saved from this page dispatches "mrqart:changed" on document (main.js re-renders).
 
+import { announce } from "./alarm.js";
 import { fmtAt } from "./format.js";
 import { state } from "./model.js";
 import { ui } from "./ui.js";
+import { inView, isOpen } from "./verdict.js";
 
 const MAX_ALERTS = 30; // the oldest alerts are forgotten first
 const MAX_REASON = 200; // characters, as the service accepts
@@ -74,6 +80,7 @@ function buildAlert(rec) {
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       close();
       applyAck(await r.json());
+      document.dispatchEvent(new Event("mrqart:changed"));
     } catch (err) {
       error.textContent = `Not saved (${err.message}); try again.`;
     }
@@ -89,6 +96,7 @@ function fillAlert(rec) {
   el.dataset.id = alert.id;
   el.dataset.kind = alert.kind;
   el.dataset.acked = ack ? "1" : "0";
+  el.querySelector(".icon").textContent = alert.kind === "nonconform" ? "✗" : "⚠";
   el.querySelector(".text").textContent = alert.text;
   el.querySelector(".where").textContent = state.view ? "" : `  ·  ${rec.station}`;
   el.querySelector(".ack-note").textContent = ack ? `acknowledged ${fmtAt(ack.at)}: ${ack.reason}` : "";
@@ -96,16 +104,22 @@ function fillAlert(rec) {
   el.querySelector(".ack-open").hidden = Boolean(ack) || !el.querySelector(".ack-form").hidden;
 }
 
-/** Open alerts first, newest first; moved in place so a half-typed reason keeps its focus. */
+/** Put each alert element in its place: open ones in the banner, the others in the list,
+ * newest first. Elements are moved, not rebuilt, so a half-typed reason keeps its focus. */
 export function renderAlerts() {
-  const recs = [...state.alerts.values()]
-    .filter((r) => !state.view || r.station === state.view)
-    .sort((a, b) => Number(Boolean(a.ack)) - Number(Boolean(b.ack)) || b.rank - a.rank);
+  const recs = [...state.alerts.values()].filter(inView).sort((a, b) => b.rank - a.rank);
   // Refilled each time: the station shown beside an alert depends on the view.
-  const els = recs.map((r) => (r.el ? (fillAlert(r), r.el) : buildAlert(r)));
+  const el = (r) => (r.el ? (fillAlert(r), r.el) : buildAlert(r));
+  place(ui.alarmList, recs.filter(isOpen).map(el));
+  place(ui.alertList, recs.filter((r) => !isOpen(r)).map(el));
+  ui.alarm.hidden = ui.alarmList.children.length === 0;
+  ui.alerts.hidden = ui.alertList.children.length === 0;
+  announce();
+}
+
+function place(list, els) {
   els.forEach((el, i) => {
-    if (ui.alertList.children[i] !== el) ui.alertList.insertBefore(el, ui.alertList.children[i] ?? null);
+    if (list.children[i] !== el) list.insertBefore(el, list.children[i] ?? null);
   });
-  while (ui.alertList.children.length > els.length) ui.alertList.lastElementChild.remove();
-  ui.alerts.hidden = els.length === 0;
+  while (list.children.length > els.length) list.lastElementChild.remove();
 }

@@ -6,16 +6,12 @@
 // Test hooks: each series element carries data-status (conform|nonconform|no_template),
 // data-station and data-key.
 
-import { fmt, fmtTime, sentence } from "./format.js";
+import { PARAMS, fmt, fmtTime, order, sentence } from "./format.js";
 import { ui } from "./ui.js";
+import { differences, notRecorded } from "./verdict.js";
 
 const TABLE_ROWS = 9; // two side-by-side tables for the 17 parameters
 
-// The invariant parameters (mrqart.check.PARAMS), the table order when there is no template.
-const PARAMS = [
-  "Project", "SequenceName", "iPAT", "Comments", "SequenceType", "PED_major", "Phase",
-  "TR", "TE", "Matrix", "PixelResol", "BWP", "BWPPE", "FA", "TA", "FoV", "SequenceFile",
-];
 const VERDICT = { conform: "✓ OK", nonconform: "✗ DIFFERS", no_template: "NO TEMPLATE" };
 
 /** The card of a series record (model.putSeries), cached on the record as rec.el. */
@@ -33,7 +29,7 @@ export function buildCard(rec) {
   el.querySelector(".seq").textContent = fmt(input.SequenceName);
 
   const meta = el.querySelector(".meta");
-  const parts = [`#${fmt(input.SeriesNumber)}`, fmtTime(input.AcqTime), fmt(input.Project)];
+  const parts = [`#${fmt(input.SeriesNumber)}`, fmtTime(input.AcqTime, input.AcqDate), fmt(input.Project)];
   meta.append(document.createTextNode(parts.join("  ·  ")));
   const where = document.createElement("span");
   where.className = "where";
@@ -41,10 +37,10 @@ export function buildCard(rec) {
   meta.append(where);
 
   const problems = el.querySelector(".problems");
-  const wrong = Object.keys(errors).sort((a, b) => order(a) - order(b));
-  for (const param of wrong) {
+  const wrong = differences(content);
+  for (const [param, error] of wrong) {
     const li = document.createElement("li");
-    li.textContent = sentence(param, errors[param]);
+    li.textContent = sentence(param, error);
     problems.append(li);
   }
   problems.hidden = wrong.length === 0;
@@ -60,12 +56,17 @@ export function buildCard(rec) {
   keys.sort((a, b) => order(a) - order(b));
   // Side-by-side tables of TABLE_ROWS rows keep a red card within one screen.
   const tables = el.querySelector(".tables");
+  const unrecorded = notRecorded(content);
   for (let i = 0; i < keys.length; i += TABLE_ROWS) {
     const table = ui.tableTemplate.content.firstElementChild.cloneNode(true);
     for (const param of keys.slice(i, i + TABLE_ROWS)) {
       const tr = table.tBodies[0].insertRow();
-      if (param in errors) tr.className = "diff";
-      for (const text of [param, fmt(input[param], param), fmt(template[param], param)]) {
+      // A field this scanner does not record is not a difference (headers' not_recorded).
+      const missing = unrecorded.has(param);
+      if (missing) tr.className = "not-recorded";
+      else if (param in errors) tr.className = "diff";
+      const current = missing ? "not recorded by this scanner" : fmt(input[param], param);
+      for (const text of [param, current, fmt(template[param], param)]) {
         tr.insertCell().textContent = text;
       }
     }
@@ -75,11 +76,6 @@ export function buildCard(rec) {
   rec.el = el;
   showCount(rec);
   return el;
-}
-
-function order(param) {
-  const i = PARAMS.indexOf(param);
-  return i < 0 ? PARAMS.length : i;
 }
 
 /** The file count on a series card already built. */

@@ -1,14 +1,18 @@
 // The session checklist panel: the expected series of the shown station's session, their
-// file counts, and the buttons that pin a session as its project's protocol.
+// file counts and verdicts, a summary ("7 of 7 acquired, 2 differ"), and the buttons that
+// pin a session as its project's protocol.
 //
-// Sequence names and project names are inserted with textContent, never as HTML.
+// Sequence names, project names and reasons are inserted with textContent, never as HTML.
 //
-// Test hooks: checklist items carry data-state and data-series.
+// Test hooks: checklist items carry data-state, data-series and data-verdict (conform |
+// differs | acknowledged | accepted | no_template | ""); #checklist-summary carries
+// data-differ (the number of series that differ and are not acknowledged or accepted).
 
 import { putAlert } from "./alerts.js";
 import { fmt } from "./format.js";
-import { state } from "./model.js";
+import { shownChecklist, state } from "./model.js";
 import { ui } from "./ui.js";
+import { verdictOf } from "./verdict.js";
 
 const MAX_ITEMS = 80; // checklist items shown (a protocol is a dozen series)
 // Checklist states: an icon and a word each, so no state is told by colour alone.
@@ -21,13 +25,8 @@ const ITEM_STATE = {
 /** A station's checklist View from the service, with the alerts it carries. */
 export function putChecklist(name, view) {
   state.checklists.set(name, view);
-  for (const alert of view.alerts || []) putAlert(name, alert, alert.ack ?? null);
-}
-
-/** The checklist shown: the selected station's; in the all-stations view, the only one. */
-function shownChecklist() {
-  if (state.view) return [state.view, state.checklists.get(state.view)];
-  return state.checklists.size === 1 ? [...state.checklists][0] : [null, undefined];
+  // The view lists alerts newest first: put the oldest first so that ranks follow time.
+  for (const alert of [...(view.alerts || [])].reverse()) putAlert(name, alert, alert.ack ?? null);
 }
 
 export function renderChecklist() {
@@ -36,11 +35,11 @@ export function renderChecklist() {
   document.querySelector("main").classList.toggle("with-checklist", Boolean(view));
   if (!view) return;
   const items = (view.items || []).slice(0, MAX_ITEMS);
-  const done = items.filter((i) => i.state === "done").length;
-  const expected = items.filter((i) => i.state !== "repeated" && i.state !== "unexpected");
   const where = state.view ? "" : `${name}  ·  `;
   ui.checklistMeta.textContent = `${where}${fmt(view.project)}  ·  ${view.pinned ? "pinned protocol" : "learnt protocol"}`
-    + `  ·  ${done} of ${expected.length} done${view.finished ? "  ·  session finished" : ""}`;
+    + `${view.finished ? "  ·  session finished" : ""}`;
+  for (const item of items) Object.assign(item, verdictOf(name, item.series));
+  showSummary(items);
   const learnt = items.some((i) => i.state !== "unexpected");
   ui.checklistNote.hidden = learnt;
   ui.checklistNote.textContent = learnt ? "" : `No protocol learnt for ${fmt(view.project)} yet: `
@@ -49,7 +48,10 @@ export function renderChecklist() {
     const el = ui.itemTemplate.content.firstElementChild.cloneNode(true);
     el.dataset.state = item.state;
     el.dataset.series = item.series ?? "";
-    el.querySelector(".icon").textContent = (ITEM_STATE[item.state] ?? ["·"])[0];
+    el.dataset.verdict = item.verdict;
+    el.querySelector(".item-verdict").textContent = item.text;
+    // A series that differs shows ✗ whatever its completion: red until acknowledged.
+    el.querySelector(".icon").textContent = item.verdict === "differs" ? "✗" : (ITEM_STATE[item.state] ?? ["·"])[0];
     el.querySelector(".name").textContent = fmt(item.sequence_name)
       + (item.series_number === null || item.series_number === undefined ? "" : `  #${item.series_number}`);
     item.el = el;
@@ -58,6 +60,22 @@ export function renderChecklist() {
   }));
   ui.unpin.hidden = !view.pinned;
   ui.pinStart.disabled = !view.session || !(view.items || []).some((i) => i.series);
+}
+
+/** "7 of 7 acquired, 2 differ, 1 incomplete": what the session has, and what is wrong. */
+function showSummary(items) {
+  const expected = items.filter((i) => i.state !== "repeated" && i.state !== "unexpected");
+  const acquired = expected.filter((i) => i.series).length;
+  const n = (pred) => items.filter(pred).length;
+  const differ = n((i) => i.verdict === "differs");
+  const acked = n((i) => i.verdict === "acknowledged");
+  const parts = [`${acquired} of ${expected.length} acquired`];
+  if (differ + acked) parts.push(`${differ + acked} differ${acked ? ` (${acked} acknowledged)` : ""}`);
+  for (const st of ["incomplete", "missing"]) {
+    if (n((i) => i.state === st)) parts.push(`${n((i) => i.state === st)} ${st}`);
+  }
+  ui.checklistSummary.textContent = parts.join(", ");
+  ui.checklistSummary.dataset.differ = String(differ);
 }
 
 /** The file count of one checklist item, from its n_files: "180 of 300" with a bar under a

@@ -1,8 +1,8 @@
 // The live messages of /ws, one at a time, applied to the model and the page.
 
-import { applyAck, putAlert, removeAlert, renderAlerts } from "./alerts.js";
+import { applyAck, putAlert, removeAlert } from "./alerts.js";
 import { showCount } from "./card.js";
-import { putChecklist, renderChecklist, updateItem } from "./checklist.js";
+import { putChecklist, updateItem } from "./checklist.js";
 import { putSeries, station } from "./model.js";
 import { render, tick } from "./page.js";
 import { addUnreadable } from "./unreadable.js";
@@ -26,20 +26,23 @@ export function handle(msg) {
       tick();
       break;
     }
+    // Session-level messages are rare (a few per series): each redraws the page, since
+    // the checklist's verdicts, the banner, the title and the wall all join them.
     case "checklist":
       putChecklist(msg.station, msg.content);
-      renderChecklist();
-      renderAlerts();
+      render();
       break;
     case "alert":
       putAlert(msg.station, msg.content, msg.content.ack ?? null);
-      renderAlerts();
+      render();
       break;
     case "ack":
       applyAck(msg.content);
+      render();
       break;
     case "resolved": // late files completed a series: its "incomplete" alert is withdrawn
       removeAlert(msg.content.id);
+      render();
       break;
     case "unreadable":
       addUnreadable(msg.station, msg.content || {});

@@ -7,6 +7,8 @@ export const MAX_SERIES = 60; // per station (and in the all-stations view)
 export const state = {
   stations: new Map(), // name -> {series: [record] newest first, counts, lastSeen: Date|null}
   view: stationFromPath(), // "" = all stations
+  // The wall view (/station/<id>?view=wall): the current session only, large, no controls.
+  wall: new URLSearchParams(location.search).get("view") === "wall",
   rank: 0, // insertion counter: orders series (and alerts) across stations
   conn: "connecting",
   retryAt: 0,
@@ -19,6 +21,13 @@ export const state = {
 export function stationFromPath() {
   const m = /^\/station\/([^/]+)\/?$/.exec(location.pathname);
   return m ? decodeURIComponent(m[1]) : "";
+}
+
+/** The checklist shown: [station, View] of the selected station's; in the all-stations
+ * view, the only one ([null, undefined] when there are several or none). */
+export function shownChecklist() {
+  if (state.view) return [state.view, state.checklists.get(state.view)];
+  return state.checklists.size === 1 ? [...state.checklists][0] : [null, undefined];
 }
 
 export function station(name) {

@@ -1,22 +1,25 @@
 // The page as a whole: the header (station name, counts, last file, connection dot and
-// banner), the station picker and the series list; render() redraws all of it.
+// banner), the station picker, the series list by session, the checklist, the alerts
+// and the wall's state; render() redraws all of it.
 //
 // Station names are inserted with textContent, never as HTML.
 //
 // Test hooks on <body>: data-conn = connecting|open|closed. data-view = one|all is for
 // style.css (the station beside each series is hidden in a one-station view).
 
+import { flashTitle, setBaseTitle } from "./alarm.js";
 import { renderAlerts } from "./alerts.js";
-import { buildCard } from "./card.js";
 import { renderChecklist } from "./checklist.js";
 import { ago, clock } from "./format.js";
 import { state, station, visible } from "./model.js";
+import { renderSessions } from "./sessions.js";
 import { ui } from "./ui.js";
+import { renderWall } from "./wall.js";
 
 export function render() {
   const recs = visible();
   // Cards are built once and cached on the record; re-rendering only reorders them.
-  ui.list.replaceChildren(...recs.map((r) => r.el ?? buildCard(r)));
+  renderSessions(recs);
   ui.empty.hidden = recs.length > 0;
   document.body.dataset.view = state.view ? "one" : "all";
   ui.name.textContent = state.view || "all stations";
@@ -26,10 +29,11 @@ export function render() {
   ui.nNonconform.textContent = sum("nonconform");
   ui.nNoTemplate.textContent = sum("no_template");
   const mark = recs[0] ? { conform: "✓", nonconform: "✗", no_template: "·" }[recs[0].status] : "";
-  document.title = `${mark} ${state.view || "all stations"} · mrqart`.trim();
+  setBaseTitle(`${mark} ${state.view || "all stations"} · mrqart`.trim());
   renderStations();
   renderChecklist();
   renderAlerts();
+  renderWall();
   tick();
 }
 
@@ -49,8 +53,9 @@ function renderStations() {
   ui.select.value = state.view;
 }
 
-/** Once a second: the "last file" age and the reconnect countdown. */
+/** Once a second: the "last file" age, the reconnect countdown and the flashing title. */
 export function tick() {
+  flashTitle();
   const shown = state.view ? [state.stations.get(state.view)] : [...state.stations.values()];
   const last = shown.map((st) => st?.lastSeen).filter(Boolean).sort((a, b) => b - a)[0];
   ui.lastFile.textContent = last ? `${clock(last)} (${ago(last)})` : "–";

@@ -16,4 +16,8 @@ export const ui = {
   pinStart: $("pin-start"), pinConfirm: $("pin-confirm"), pinQuestion: $("pin-question"),
   pinYes: $("pin-yes"), pinNo: $("pin-no"), unpin: $("unpin"), pinStatus: $("pin-status"),
   authMode: $("auth-mode"), userName: $("user-name"), logout: $("logout"),
+  alarm: $("alarm"), alarmList: $("alarm-list"), checklistSummary: $("checklist-summary"),
+  sessionTemplate: $("session-template"), soundSwitch: $("sound-switch"), sound: $("alarm-sound"),
+  notifyButton: $("notify-enable"), wallState: $("wall-state"), wallWord: $("wall-word"),
+  wallWhere: $("wall-where"),
 };
