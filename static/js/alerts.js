@@ -11,7 +11,7 @@
 import { announce } from "./alarm.js";
 import { fmtAt } from "./format.js";
 import { state } from "./model.js";
-import { ui } from "./ui.js";
+import { placeChildren, ui } from "./ui.js";
 import { inView, isOpen } from "./verdict.js";
 
 const MAX_ALERTS = 30; // the oldest alerts are forgotten first
@@ -105,21 +105,14 @@ function fillAlert(rec) {
 }
 
 /** Put each alert element in its place: open ones in the banner, the others in the list,
- * newest first. Elements are moved, not rebuilt, so a half-typed reason keeps its focus. */
+ * newest first. Elements are moved, not rebuilt. */
 export function renderAlerts() {
   const recs = [...state.alerts.values()].filter(inView).sort((a, b) => b.rank - a.rank);
   // Refilled each time: the station shown beside an alert depends on the view.
   const el = (r) => (r.el ? (fillAlert(r), r.el) : buildAlert(r));
-  place(ui.alarmList, recs.filter(isOpen).map(el));
-  place(ui.alertList, recs.filter((r) => !isOpen(r)).map(el));
+  placeChildren(ui.alarmList, recs.filter(isOpen).map(el));
+  placeChildren(ui.alertList, recs.filter((r) => !isOpen(r)).map(el));
   ui.alarm.hidden = ui.alarmList.children.length === 0;
   ui.alerts.hidden = ui.alertList.children.length === 0;
   announce();
-}
-
-function place(list, els) {
-  els.forEach((el, i) => {
-    if (list.children[i] !== el) list.insertBefore(el, list.children[i] ?? null);
-  });
-  while (list.children.length > els.length) list.lastElementChild.remove();
 }

@@ -10,7 +10,7 @@
 import { buildCard } from "./card.js";
 import { fmt, fmtTime } from "./format.js";
 import { state } from "./model.js";
-import { ui } from "./ui.js";
+import { placeChildren, ui } from "./ui.js";
 
 const groups = new Map(); // station + "\n" + session -> {el, current}
 
@@ -54,13 +54,13 @@ export function renderSessions(recs) {
     group.current = isCurrent;
     group.el.dataset.current = isCurrent ? "1" : "0";
     fillHeading(group.el, s);
-    group.el.querySelector(".session-series").replaceChildren(...s.recs.map((r) => r.el ?? buildCard(r)));
+    placeChildren(group.el.querySelector(".session-series"), s.recs.map((r) => r.el ?? buildCard(r)));
     return group.el;
   });
   for (const id of groups.keys()) {
     if (!sessions.some((s) => s.id === id)) groups.delete(id);
   }
-  ui.list.replaceChildren(...els);
+  placeChildren(ui.list, els);
 }
 
 function fillHeading(el, { station, recs }) {

@@ -21,3 +21,12 @@ export const ui = {
   notifyButton: $("notify-enable"), wallState: $("wall-state"), wallWord: $("wall-word"),
   wallWhere: $("wall-where"),
 };
+
+/** Make ``els`` the children of ``parent``, in order, moving only what is out of place: a
+ * new series costs one insertion, and a half-typed reason keeps its focus. */
+export function placeChildren(parent, els) {
+  els.forEach((el, i) => {
+    if (parent.children[i] !== el) parent.insertBefore(el, parent.children[i] ?? null);
+  });
+  while (parent.children.length > els.length) parent.lastElementChild.remove();
+}
