@@ -120,14 +120,38 @@ def lying_private_block(data: bytes) -> bytes:
     ("damage", "reason"),
     [
         (lying_groups, "element too large: (5200,9230)"),
-        (lying_macro_item, "malformed: a nested element ends"),
-        (lying_private_block, "malformed: a nested element ends"),
+        (lying_macro_item, "malformed: a nested element (FFFE,E000) ends beyond its parent"),
+        (lying_private_block, "malformed: a nested element (0021,10FE) ends beyond its parent"),
     ],
 )
 def test_hostile_functional_groups_are_unreadable(tmp_path: Path, damage: Any, reason: str) -> None:
     path = tmp_path / "xa.dcm"
     synth.write_xa(path, frames=4)
     path.write_bytes(damage(path.read_bytes()))
+    result = read_header(path)
+    assert isinstance(result, Unreadable), result
+    assert reason in result.reason, result.reason
+
+
+ENHANCED_96 = next((Path(__file__).parent / "data" / "dcm_qa_xa30" / "In").glob("5_*/*.dcm"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        # Cut inside the per-frame groups (undefined lengths, as the scanner writes them).
+        (lambda d: d[: len(d) * 3 // 4], "or the file is truncated"),
+        # The per-frame sequence's delimiter replaced: it never ends.
+        (lambda d: d[: d.rindex(b"\xfe\xff\xdd\xe0")] + b"\xfe\xff\x00\xe1" + d[d.rindex(b"\xfe\xff\xdd\xe0") + 4 :],
+         "malformed: unexpected delimiter (FFFE,E100)"),
+        # A nested item delimiter where an element of a frame is expected.
+        (lambda d: d.replace(b"\x18\x00\x82\x90FD", b"\xfe\xff\x0e\xe0FD", 1), "malformed: unexpected delimiter (FFFE,E00E)"),
+    ],
+    ids=["cut", "never closed", "bad delimiter"],
+)
+def test_hostile_real_enhanced_file(tmp_path: Path, damage: Any, reason: str) -> None:
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(damage(ENHANCED_96.read_bytes()))
     result = read_header(path)
     assert isinstance(result, Unreadable), result
     assert reason in result.reason, result.reason

@@ -73,42 +73,71 @@ def skip_sequence(buf: bytes, pos: int, explicit: bool) -> int:
 
     Iterative, with an explicit stack of open sequences and items: a hostile file of
     thousands of nested sequences costs no Python recursion; deeper than MAX_DEPTH is
-    Malformed.  Defined-length items are stepped over whole.
+    Malformed.  Defined-length items are stepped over whole.  The hot path of enhanced
+    files (thousands of nested elements), so element heads are read inline.
     """
     n = len(buf)
+    head, delim, u32 = HEAD.unpack_from, _DELIM.unpack_from, U32.unpack_from
+    short_vrs, long_vrs = SHORT_VRS, LONG_VRS
     # One entry per open level: (is_item, explicit VR inside).
     stack: list[tuple[bool, bool]] = [(False, explicit)]
+    in_item = False
     while stack:
         if pos + 8 > n:
             raise Truncated(n + 1)
-        in_item, explicit = stack[-1]
-        group, elem, length = _DELIM.unpack_from(buf, pos)
         if not in_item:  # inside a sequence: an item or the sequence delimiter
+            group, elem, length = delim(buf, pos)
             pos += 8
             if group != 0xFFFE:
                 raise Malformed(f"({group:04X},{elem:04X}) where a sequence item was expected")
             if elem == _SEQ_END:
                 stack.pop()
+                if stack:
+                    in_item, explicit = stack[-1]
             elif elem != _ITEM:
                 raise Malformed(f"unexpected delimiter (FFFE,{elem:04X})")
             elif length == UNDEFINED:
                 stack.append((True, explicit))
+                in_item = True
             elif pos + length > n:
                 raise Truncated(pos + length, 0xFFFEE000)
             else:
                 pos += length
-        elif group == 0xFFFE and elem == _ITEM_END:
+            continue
+        group, elem, vr, length = head(buf, pos)
+        if group == 0xFFFE:
+            if elem != _ITEM_END:
+                raise Malformed(f"unexpected delimiter (FFFE,{elem:04X}) in an item")
             pos += 8
             stack.pop()
-        else:  # an element of an undefined-length item
-            _, vr, start, end = element_head(buf, pos, explicit)
-            if end != -1:
-                pos = end
-            else:
-                if len(stack) >= 2 * MAX_DEPTH:  # a sequence and an item per level
-                    raise Malformed(f"sequences nested deeper than {MAX_DEPTH} levels")
-                stack.append((False, explicit and vr != b"UN"))
-                pos = start
+            in_item, explicit = stack[-1]
+            continue
+        if explicit:
+            if vr in short_vrs:
+                pos += 8 + length
+                continue
+            if vr not in long_vrs:
+                raise Malformed(f"bad VR {vr!r} at ({group:04X},{elem:04X})")
+            if pos + 12 > n:
+                raise Truncated(pos + 12)
+            length = u32(buf, pos + 8)[0]
+            pos += 12
+        else:
+            length = u32(buf, pos + 4)[0]
+            pos += 8
+            vr = b"UN"
+        if length != UNDEFINED:
+            pos += length
+            if pos > n:
+                raise Truncated(pos, (group << 16) | elem)
+            continue
+        if len(stack) >= 2 * MAX_DEPTH:  # a sequence and an item per level
+            raise Malformed(f"sequences nested deeper than {MAX_DEPTH} levels")
+        explicit = explicit and vr != b"UN"  # an undefined-length UN holds implicit VR
+        stack.append((False, explicit))
+        in_item = False
+    if pos > n:
+        raise Truncated(pos)
     return pos
 
 
@@ -173,6 +202,114 @@ def items(raw: bytes, explicit: bool) -> list[bytes]:
                 break
             pos = element(raw, pos, explicit)[3]
     return out
+
+
+def item_datasets(
+    raw: bytes, explicit: bool, delimited: bool = False, later: frozenset[int] | None = None
+) -> list[dict[int, bytes]]:
+    """Each item's elements (tag -> value bytes) of a sequence whose value is `raw`.
+
+    What items() then dataset() give, in one iterative pass over every nested element:
+    the per-frame functional groups of an enhanced file hold thousands.  `delimited`:
+    `raw` runs on past an undefined-length sequence, which must end at its delimiter
+    (Truncated if `raw` ends first).  `later`: of the items after the first, keep only
+    these tags (an enhanced file's frames repeat what the first holds).  Raises
+    Malformed or Truncated.
+    """
+    n = len(raw)
+    head, delim, u32 = HEAD.unpack_from, _DELIM.unpack_from, U32.unpack_from
+    short_vrs = SHORT_VRS
+    keep: frozenset[int] | None = None  # None: every tag
+    out: list[dict[int, bytes]] = []
+    item: dict[int, bytes] = {}
+    # Open levels (is_item, explicit): [the sequence, an item, a nested sequence, ...];
+    # an element that starts at depth 2 is one of an item's own elements.
+    stack: list[tuple[bool, bool]] = [(False, explicit)]
+    depth = 1
+    in_item = False
+    pending: tuple[int, int] | None = None  # an item's undefined-length element: tag, start
+    pos = 0
+    while True:
+        if pos + 8 > n:
+            if depth == 1 and pos == n and not delimited:
+                return out  # a defined-length sequence's value, all read
+            raise Truncated(n + 1)
+        if in_item:
+            group, elem, vr, length = head(raw, pos)
+            if explicit and vr in short_vrs and group != 0xFFFE:  # the common case
+                start = pos + 8
+                pos = start + length
+                if depth == 2 and (keep is None or (group << 16) | elem in keep):
+                    item[(group << 16) | elem] = raw[start:pos]
+                continue
+            if group == 0xFFFE:
+                if elem != _ITEM_END:
+                    raise Malformed(f"unexpected delimiter (FFFE,{elem:04X}) in an item")
+                pos += 8
+                stack.pop()
+                depth -= 1
+                in_item, explicit = stack[-1]
+                continue
+            if explicit:
+                if vr not in LONG_VRS:
+                    raise Malformed(f"bad VR {vr!r} at ({group:04X},{elem:04X})")
+                if pos + 12 > n:
+                    raise Truncated(pos + 12)
+                length = u32(raw, pos + 8)[0]
+                start = pos + 12
+            else:
+                length = u32(raw, pos + 4)[0]
+                start = pos + 8
+                vr = b"UN"
+            if length != UNDEFINED:
+                pos = start + length
+                if pos > n:
+                    raise Truncated(pos, (group << 16) | elem)
+                if depth == 2 and (keep is None or (group << 16) | elem in keep):
+                    item[(group << 16) | elem] = raw[start:pos]
+                continue
+            if depth >= 2 * MAX_DEPTH:  # a sequence and an item per level
+                raise Malformed(f"sequences nested deeper than {MAX_DEPTH} levels")
+            if depth == 2 and (keep is None or (group << 16) | elem in keep):
+                pending = ((group << 16) | elem, start)
+            explicit = explicit and vr != b"UN"  # an undefined-length UN holds implicit VR
+            stack.append((False, explicit))
+            depth += 1
+            in_item = False
+            pos = start
+            continue
+        group, elem, length = delim(raw, pos)  # an item or a sequence delimiter
+        pos += 8
+        if group != 0xFFFE:
+            raise Malformed(f"({group:04X},{elem:04X}) where a sequence item was expected")
+        if elem == _SEQ_END:
+            stack.pop()
+            depth -= 1
+            if not depth:
+                return out
+            in_item, explicit = stack[-1]
+            if depth == 2 and pending is not None:
+                item[pending[0]] = raw[pending[1] : pos]
+                pending = None
+        elif elem != _ITEM:
+            raise Malformed(f"unexpected delimiter (FFFE,{elem:04X})")
+        else:
+            if depth == 1:
+                if out:
+                    keep = later
+                item = {}
+                out.append(item)
+            if length == UNDEFINED:
+                stack.append((True, explicit))
+                depth += 1
+                in_item = True
+            elif pos + length > n:
+                raise Truncated(pos + length, 0xFFFEE000)
+            else:
+                if depth == 1:
+                    found = dataset(raw[pos : pos + length], explicit)
+                    item.update(found if keep is None else {t: found[t] for t in keep & found.keys()})
+                pos += length
 
 
 def dataset(raw: bytes, explicit: bool) -> dict[int, bytes]:

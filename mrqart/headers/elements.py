@@ -37,6 +37,8 @@ from mrqart.headers.dicom import (
     Truncated,
     Unsupported,
     element,
+    element_head,
+    skip_sequence,
 )
 
 __all__ = ["FIELDS", "HEADER_KEYS", "LONG_VRS", "NULL", "Field", "Unreadable", "read_header"]
@@ -156,6 +158,7 @@ _TRANSFER_SYNTAX: Final = 0x00020010
 _PREAMBLE: Final = 128
 _FIRST_READ: Final = 256 * 1024  # covers a Siemens header with its ~90 KB of CSA
 _CHUNK: Final = 1024 * 1024
+_PIXEL_TAG: Final = b"\xe0\x7f\x10\x00"  # (7FE0,0010) PixelData
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 def _elements(buf: bytes, complete: bool) -> tuple[dict[int, bytes], bool]:
@@ -196,12 +199,16 @@ def _elements(buf: bytes, complete: bool) -> tuple[dict[int, bytes], bool]:
                 start = pos + 12
                 pos = start + u32(buf, pos + 8)[0]
             else:  # undefined lengths, delimiters, malformed VRs
-                _, _, start, pos = element(buf, pos, explicit)
+                start, pos = _undefined(buf, pos, explicit, out)
+                if pos == -1:
+                    return out, explicit
         elif (length := u32(buf, pos + 4)[0]) != UNDEFINED:
             start = pos + 8
             pos = start + length
         else:  # implicit VR sequences
-            _, _, start, pos = element(buf, pos, explicit)
+            start, pos = _undefined(buf, pos, explicit, out)
+            if pos == -1:
+                return out, explicit
         if pos > n:
             raise Truncated(pos, (group << 16) | elem)
         if group in _PRIVATE_GROUPS or ((group << 16) | elem) in _WANTED:
@@ -209,6 +216,24 @@ def _elements(buf: bytes, complete: bool) -> tuple[dict[int, bytes], bool]:
     if pos != n or not complete:
         raise Truncated(n + 1)
     return out, explicit
+
+
+def _undefined(buf: bytes, pos: int, explicit: bool, out: dict[int, bytes]) -> tuple[int, int]:
+    """(value start, value end) of the element at `pos` that the hot loop does not inline.
+
+    An undefined-length (5200,9230) Per-frame Functional Groups is the last element a
+    header needs and the longest to walk (every frame's nested items): its value is
+    kept as the rest of `buf` (out[enhanced.PER_FRAME], with out[enhanced.TAIL] set),
+    parsed once later, and (start, -1) says the walk is done.
+    """
+    tag, vr, start, end = element_head(buf, pos, explicit)
+    if end != -1:
+        return start, end
+    if tag == enhanced.PER_FRAME:
+        out[enhanced.PER_FRAME] = buf[start:]
+        out[enhanced.TAIL] = b""
+        return start, -1
+    return start, skip_sequence(buf, start, explicit and vr != b"UN")
 
 
 # --- value decoding ----------------------------------------------------------------
@@ -314,7 +339,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | Unreadable:
     """
     name = os.fspath(path)
     try:
-        elements, explicit = _read_elements(name)
+        return _read_header(name)
     except _Refused as e:
         return Unreadable(name, str(e))
     except OSError as e:
@@ -325,12 +350,6 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any] | Unreadable:
         return Unreadable(name, f"unsupported: {e}")
     except Malformed as e:
         return Unreadable(name, f"not DICOM: {e}")
-    try:
-        return _header(elements, explicit)
-    except Malformed as e:  # a functional group or private block that lies
-        return Unreadable(name, f"malformed: {e}")
-    except Truncated as e:
-        return Unreadable(name, f"malformed: a nested element ends at byte {e.need:,}, beyond its parent")
 
 
 class _Refused(Exception):
@@ -354,9 +373,10 @@ def _check_regular(mode: int) -> None:
         raise _Refused(reason)
 
 
-def _read_elements(name: str) -> tuple[dict[int, bytes], bool]:
-    """The element bytes `_elements` collects from the file `name`, reading only as much
-    of it as the walk needs and never more than MAX_HEADER_BYTES.
+def _read_header(name: str) -> dict[str, Any]:
+    """The header dict of the file `name`, reading only as much of it as the walk needs
+    (enhanced files: up to the end of their functional groups) and never more than
+    MAX_HEADER_BYTES.
 
     lstat first, so a FIFO or a device is never even opened; then open with O_NOFOLLOW
     and O_NONBLOCK (the path may have been swapped in between) and fstat that what was
@@ -374,9 +394,23 @@ def _read_elements(name: str) -> tuple[dict[int, bytes], bool]:
             complete = len(buf) < _FIRST_READ or len(buf) >= st.st_size
             try:
                 elements, explicit = _elements(buf, complete)
+                if not complete and enhanced.TAIL in elements and _PIXEL_TAG not in buf:
+                    # The per-frame groups run to the pixel data: parsing them now would
+                    # only find that they go on past the buffer.  (The tag's bytes only
+                    # decide how much to read; the parse below proves where they end.)
+                    raise Truncated(len(buf) + 1)
                 if isinstance(buf, bytearray):  # slices of a grown buffer: hashable bytes
                     elements = {tag: bytes(raw) for tag, raw in elements.items()}
-                return elements, explicit
+                try:
+                    return _header(elements, explicit)
+                except Malformed as e:  # a functional group or private block that lies
+                    raise _Refused(f"malformed: {e}") from None
+                except Truncated as e:
+                    # Past a complete buffer a nested length lies; else the per-frame
+                    # groups run on past the buffer: read more (below).
+                    if complete or len(buf) >= MAX_HEADER_BYTES or e.need > MAX_HEADER_BYTES:
+                        raise _Refused(_nested_reason(e)) from None
+                    raise
             except Truncated as e:
                 if e.need > MAX_HEADER_BYTES or complete or len(buf) >= MAX_HEADER_BYTES:
                     raise _Refused(_truncated_reason(e, len(buf), st.st_size)) from None
@@ -386,6 +420,14 @@ def _read_elements(name: str) -> tuple[dict[int, bytes], bool]:
                 buf = _read_more(fd, buf, min(st.st_size, MAX_HEADER_BYTES, target))
     finally:
         os.close(fd)
+
+
+def _nested_reason(e: Truncated) -> str:
+    """Why a nested structure (functional group, private block) cannot be read."""
+    where = f" ({e.tag >> 16:04X},{e.tag & 0xFFFF:04X})" if e.tag is not None else ""
+    if e.need > MAX_HEADER_BYTES:
+        return f"element too large:{where} declares {e.need:,} bytes"
+    return f"malformed: a nested element{where} ends beyond its parent (or the file is truncated)"
 
 
 def _truncated_reason(e: Truncated, have: int, size: int) -> str:

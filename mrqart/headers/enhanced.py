@@ -20,13 +20,16 @@ by ``dicom``; a malformed group raises ``dicom.Malformed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from mrqart.headers import dicom
 
 SHARED: Final = 0x52009229  # (5200,9229) SharedFunctionalGroupsSequence
 PER_FRAME: Final = 0x52009230  # (5200,9230) PerFrameFunctionalGroupsSequence
+# A key (no tag) that says elements[PER_FRAME] is the rest of the file from the start of
+# an undefined-length per-frame sequence: it ends at its delimiter, not at its end.
+TAIL: Final = -1
 
 TIMING: Final = 0x00189112
 ECHO: Final = 0x00189114
@@ -36,21 +39,17 @@ IMAGING_MODIFIER: Final = 0x00189006
 MODIFIER: Final = 0x00189115
 
 
-@dataclass
+@dataclass(frozen=True)
 class FunctionalGroups:
-    """The shared item and the per-frame items of one enhanced file (parsed lazily)."""
+    """The shared item and the per-frame items of one enhanced file."""
 
     shared: dict[int, bytes]
-    frame_items: list[bytes]
+    frames: list[dict[int, bytes]]
     explicit: bool
-    _frames: dict[int, dict[int, bytes]] = field(default_factory=dict)
 
     def frame(self, i: int) -> dict[int, bytes]:
         """The elements of frame `i`'s item ({} when there is no such frame)."""
-        if i not in self._frames:
-            raw = self.frame_items[i] if i < len(self.frame_items) else b""
-            self._frames[i] = dicom.dataset(raw, self.explicit)
-        return self._frames[i]
+        return self.frames[i] if i < len(self.frames) else {}
 
     def macro(self, tag: int, frame: int = 0) -> dict[int, bytes]:
         """The elements of macro `tag`'s item: from frame `frame`, else shared; {} if none."""
@@ -95,9 +94,12 @@ def read(elements: dict[int, bytes], explicit: bool) -> FunctionalGroups | None:
     """The functional groups of an enhanced file's top-level `elements`, or None."""
     if SHARED not in elements and PER_FRAME not in elements:
         return None
-    shared_items = dicom.items(elements.get(SHARED, b""), explicit)
-    shared = dicom.dataset(shared_items[0], explicit) if shared_items else {}
-    return FunctionalGroups(shared, dicom.items(elements.get(PER_FRAME, b""), explicit), explicit)
+    shared_items = dicom.item_datasets(elements.get(SHARED, b""), explicit)
+    # Frames after the first are read for their echo times only (multi-echo files).
+    frames = dicom.item_datasets(
+        elements.get(PER_FRAME, b""), explicit, TAIL in elements, later=frozenset({ECHO})
+    )
+    return FunctionalGroups(shared_items[0] if shared_items else {}, frames, explicit)
 
 
 def _first(values: list[Any]) -> Any:
@@ -108,7 +110,7 @@ def echo_times(fg: FunctionalGroups) -> list[float]:
     """Every frame's (0018,9082) EffectiveEchoTime, each distinct value once, in frame
     order.  Computed frames (a Philips field map in Hz) give 0: not an echo time."""
     out: list[float] = []
-    for i in range(max(1, len(fg.frame_items))):
+    for i in range(max(1, len(fg.frames))):
         te = _first(dicom.numbers(fg.macro(ECHO, i).get(0x00189082), "FD"))
         if te is not None and te > 0 and te not in out:
             out.append(te)
