@@ -215,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to print (default: %(default)s)")
     p.add_argument("--rules", type=Path, default=None,
                    help="TOML file overriding the comparison rules and the [report] exclusions")
+    p.add_argument("--mail", action="store_true",
+                   help="e-mail the report (HTML with plots, and plain text) to each "
+                   "project's recipients instead of printing it")
+    p.add_argument("--smtp", metavar="HOST:PORT", help="SMTP server (env MRQART_SMTP)")
+    p.add_argument("--mail-config", type=Path, metavar="TOML",
+                   help="SMTP settings and recipients per project (env MRQART_MAIL_CONFIG; "
+                   "the password only in its password_file or MRQART_SMTP_PASSWORD)")
     _add_db(p)
     p.set_defaults(func=cmd_report)
 
@@ -662,6 +669,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
         print(f"mrqart report: {e}", file=sys.stderr)
         return 2
+    if args.mail:
+        return _mail_report(args, period, rules, exclusions)
     with _open_store(args.db) as store:
         report = build_report(store, period, project=args.project, rules=rules,
                               exclusions=exclusions)
@@ -714,6 +723,34 @@ def cmd_purge(args: argparse.Namespace) -> int:
         n = store.purge_identifying(args.before)
     print(f"removed patient names, operators and comments from {n} series acquired before "
           f"{args.before[:4]}-{args.before[4:6]}-{args.before[6:]}")
+    return 0
+
+
+def _mail_report(args: argparse.Namespace, period: Any, rules: Any, exclusions: Any) -> int:
+    import smtplib
+    import tomllib
+
+    from mrqart.report import build_report, mail
+    from mrqart.report.pages import report_plots
+
+    try:
+        settings = mail.load_settings(args.mail_config, smtp=args.smtp)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
+        print(f"mrqart report: mail settings: {e}", file=sys.stderr)
+        return 2
+    with _open_store(args.db) as store:
+        report = build_report(store, period, project=args.project, rules=rules,
+                              exclusions=exclusions)
+        images = [mail.Image(p.project, p.caption, p.data) for p in report_plots(
+            store, report, "png", rules=rules, exclusions=exclusions)]
+    try:
+        messages = mail.messages(report, settings, images)
+        mail.send(messages, settings)
+    except (mail.MailSettingsError, smtplib.SMTPException, OSError) as e:
+        print(f"mrqart report: mail to {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 1
+    for m in messages:
+        print(f"sent {m['Subject']!r} to {m['To']}")
     return 0
 
 

@@ -320,6 +320,11 @@ class Report:
         return {"period": self.period.to_json(), "counts": asdict(self.counts),
                 "projects": [_native(p) for p in self.projects]}
 
+    def only(self, projects: Collection[str]) -> Report:
+        """The report of some of its projects (named as in the report)."""
+        kept = tuple(p for p in self.projects if p.project in projects)
+        return Report(self.period, kept, sum((p.counts for p in kept), Counts()))
+
     def subject(self) -> str:
         """The e-mail subject: ``"mrqart 2026-11-30: 2 of 41 series differ, 1 missing"``."""
         return f"mrqart {self.period.label}: {summary(self.counts)}"
