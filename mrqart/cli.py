@@ -730,7 +730,7 @@ def _mail_report(args: argparse.Namespace, period: Any, rules: Any, exclusions: 
     import smtplib
     import tomllib
 
-    from mrqart.report import build_report, mail
+    from mrqart.report import Reader, mail
     from mrqart.report.pages import report_plots
 
     try:
@@ -739,10 +739,10 @@ def _mail_report(args: argparse.Namespace, period: Any, rules: Any, exclusions: 
         print(f"mrqart report: mail settings: {e}", file=sys.stderr)
         return 2
     with _open_store(args.db) as store:
-        report = build_report(store, period, project=args.project, rules=rules,
-                              exclusions=exclusions)
-        images = [mail.Image(p.project, p.caption, p.data) for p in report_plots(
-            store, report, "png", rules=rules, exclusions=exclusions)]
+        reader = Reader(store, rules=rules, exclusions=exclusions)
+        report = reader.report(period, args.project)
+        images = [mail.Image(p.project, p.caption, p.data)
+                  for p in report_plots(reader, report, "png")]
     try:
         messages = mail.messages(report, settings, images)
         mail.send(messages, settings)

@@ -10,6 +10,7 @@ history of a project (plots). Reads the store; never imports trio or the live se
 from mrqart.report.model import (
     Exclusions,
     Period,
+    Reader,
     Report,
     build_report,
     load_exclusions,
@@ -17,5 +18,5 @@ from mrqart.report.model import (
 )
 
 __all__ = [
-    "Exclusions", "Period", "Report", "build_report", "load_exclusions", "project_history",
+    "Exclusions", "Period", "Reader", "Report", "build_report", "load_exclusions", "project_history",
 ]

@@ -92,13 +92,20 @@ class Exclusions:
     patterns: tuple[str, ...] = DEFAULT_EXCLUDE
     projects: tuple[str, ...] = ()
     per_project: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # (project, name) -> excluded: a report asks once per series, about a few names
+    _seen: dict[tuple[str, str], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def project_excluded(self, project: str) -> bool:
         return _fold(project) in {_fold(p) for p in self.projects}
 
     def series_excluded(self, project: str, sequence_name: str) -> bool:
-        extra = next((v for k, v in self.per_project.items() if _fold(k) == _fold(project)), ())
-        return any(re.search(p, sequence_name, re.IGNORECASE) for p in (*self.patterns, *extra))
+        key = (project, sequence_name)
+        if key not in self._seen:
+            extra = next((v for k, v in self.per_project.items() if _fold(k) == _fold(project)),
+                         ())
+            self._seen[key] = any(re.search(p, sequence_name, re.IGNORECASE)
+                                  for p in (*self.patterns, *extra))
+        return self._seen[key]
 
 
 def _patterns(path: object, where: str, value: Any) -> tuple[str, ...]:
@@ -445,6 +452,9 @@ class _Judge:
         self.rules = rules
         self._timelines: dict[tuple[str, str], list[_Change]] = {}
         self._accepted: dict[str, tuple[AcceptedChange, ...]] = {}
+        # (template id, live, the header's values of the template's parameters) ->
+        # differences: most series repeat a parameter set already judged
+        self._checked: dict[tuple[Any, ...], tuple[Difference, ...]] = {}
 
     def timeline(self, project: str, name: str) -> list[_Change]:
         key = (_fold(project), _fold(name))
@@ -477,6 +487,20 @@ class _Judge:
             self._accepted[key] = tuple(accepted_changes(self.store, project))
         return self._accepted[key]
 
+    def _differences(self, header: Mapping[str, Any], template: Mapping[str, Any],
+                     live: bool) -> tuple[Difference, ...]:
+        # the template objects live as long as this judge (its timelines): ids are stable
+        # repr: a cheap exact key of JSON values (lists included)
+        key = (id(template), live, repr([header.get(p, NULL) for p in template]))
+        if key not in self._checked:
+            result = check(header, template, self.rules, live=live)
+            self._checked[key] = tuple(describe_difference(p, e["expect"], e["have"])
+                                       for p, e in result["errors"].items())
+        return self._checked[key]
+
+    def template_key(self, header: Mapping[str, Any]) -> tuple[str, str]:
+        return _fold(str(header.get("Project", NULL))), _fold(template_name(header))
+
     def judge(self, row: Mapping[str, Any]) -> _Judged:
         header = row["header"]
         project, name = str(header.get("Project", NULL)), template_name(header)
@@ -490,9 +514,7 @@ class _Judge:
         elif template is None:
             status = "no_template"
         else:
-            result = check(header, template, self.rules, live=row["source"] == "live")
-            differences = tuple(describe_difference(p, e["expect"], e["have"])
-                                for p, e in result["errors"].items())
+            differences = self._differences(header, template, row["source"] == "live")
             status = "differ" if differences else "conform"
         return _Judged(
             session=row["session"], project=project, station=str(row["station"]),
@@ -648,6 +670,14 @@ class _Days:
             self._days[key] = [self.judge.judge(r) for r in rows]
         return self._days[key]
 
+    def of(self, day: dt.date, keys: Collection[tuple[str, str]]) -> list[_Judged]:
+        """The day's series of these templates only (judged, not kept)."""
+        key = _dicom_day(day)
+        if key in self._days:
+            return [j for j in self._days[key] if j.template_key in keys]
+        return [self.judge.judge(r) for r in self.store.series_on(key)
+                if self.judge.template_key(r["header"]) in keys]
+
 
 #: (template key, parameter, scan day YYYYMMDD) -> the streak as of that day
 Streaks = dict[tuple[tuple[str, str], str, str], Streak]
@@ -661,9 +691,9 @@ def _streaks(days: _Days, period: Period, exclusions: Exclusions) -> Streaks:
     # template key -> scan day -> parameter -> its difference that day (empty: conformed)
     fails: dict[tuple[str, str], dict[str, dict[str, Difference]]] = defaultdict(dict)
 
-    def note(rows: Iterable[_Judged], only: set[tuple[str, str]] | None = None) -> None:
+    def note(rows: Iterable[_Judged]) -> None:
         for j in rows:
-            if (j.status == "no_template" or (only is not None and j.template_key not in only)
+            if (j.status == "no_template"
                     or exclusions.series_excluded(j.project, j.sequence_name)):
                 continue
             day = fails[j.template_key].setdefault(j.day, {})
@@ -673,13 +703,20 @@ def _streaks(days: _Days, period: Period, exclusions: Exclusions) -> Streaks:
     for day in period.days():
         note(days.on(day))
     failing = {k for k, by_day in fails.items() if any(by_day.values())}
+    # runs that may go on before the period: a parameter that differed on its series'
+    # earliest scan day loaded; each earlier scan day of the series ends or extends them
+    open_runs = {(k, p) for k in failing for p in fails[k][min(fails[k])]}
     day = period.first
     for _ in range(STREAK_LOOKBACK_DAYS):
-        # a run may continue before the earliest scan day loaded while that day failed
-        if not any(fails[k][min(fails[k])] for k in failing):
+        if not open_runs:
             break
         day -= dt.timedelta(1)
-        note(days.on(day), failing)
+        keys = {k for k, _ in open_runs}
+        before = {k: len(fails[k]) for k in keys}
+        note(days.of(day, keys))
+        scanned = {k for k in keys if len(fails[k]) > before[k]}
+        open_runs = {(k, p) for k, p in open_runs
+                     if k not in scanned or p in fails[k][_dicom_day(day)]}
     out: Streaks = {}
     for k in failing:
         run: dict[str, tuple[int, str]] = {}  # parameter -> (length, first day) of its run
@@ -692,52 +729,6 @@ def _streaks(days: _Days, period: Period, exclusions: Exclusions) -> Streaks:
                 out[(k, p, day_key)] = Streak("", p, length, _iso_day(since), _iso_day(day_key),
                                               d.expected, d.got)
     return out
-
-
-def build_report(
-    store: Store,
-    period: Period,
-    *,
-    project: str | None = None,
-    rules: Rules = DEFAULT_RULES,
-    exclusions: Exclusions = DEFAULT_EXCLUSIONS,
-) -> Report:
-    """The compliance report of ``period`` (of one ``project``, or every project).
-
-    Each project's checklist is its protocol as the store gives it now (pinned, or
-    learnt from its recent sessions)."""
-    judge = _Judge(store, rules)
-
-    def keep(name: str) -> bool:
-        if exclusions.project_excluded(name):
-            return False
-        return project is None or _fold(name) == _fold(project)
-
-    days = _Days(store, judge, keep)
-    streaks = _streaks(days, period, exclusions)
-
-    def streak(j: _Judged, param: str) -> int:
-        s = streaks.get((j.template_key, param, j.day))
-        return s.days if s else 1
-
-    by_project: dict[str, dict[str, list[_Judged]]] = {}
-    for day in period.days():
-        for j in days.on(day):
-            by_project.setdefault(j.project, {}).setdefault(j.session, []).append(j)
-    projects = []
-    first, last = period.first.isoformat(), period.last.isoformat()
-    for name in sorted(by_project, key=_fold):
-        protocol = store.protocol(name)
-        sessions = sorted(
-            (_session_report(rows, protocol, store.acks(rows[0].session), exclusions, streak)
-             for rows in by_project[name].values()),
-            key=lambda s: (s.date, s.time, s.session))
-        changes = tuple(a for a in judge.accepted(name) if first <= a.at[:10] <= last)
-        projects.append(ProjectReport(
-            project=name, sessions=tuple(sessions), accepted_changes=changes,
-            streaks=_project_streaks(streaks, by_project[name], period),
-            counts=sum((s.counts for s in sessions), Counts())))
-    return Report(period, tuple(projects), sum((p.counts for p in projects), Counts()))
 
 
 def _project_streaks(
@@ -817,44 +808,88 @@ class ProjectHistory:
 _NAMING = frozenset({"Project", "SequenceName"})
 
 
-def project_history(
-    store: Store,
-    project: str,
-    period: Period,
-    *,
-    rules: Rules = DEFAULT_RULES,
-    exclusions: Exclusions = DEFAULT_EXCLUSIONS,
-    only: Collection[str] | None = None,
-) -> ProjectHistory:
-    """Every series of ``project`` acquired in ``period``, per template: the parameters
-    that varied (a value differed from the template, or took more than one value), and
-    the conformance rate per week. Series come in the protocol's order, then by name.
-    ``only``: just these series descriptions (matched ignoring case and white space)."""
-    wanted = None if only is None else {_fold(n) for n in only}
-    judge = _Judge(store, rules)
-    days = _Days(store, judge, lambda name: _fold(name) == _fold(project))
-    by_key: dict[tuple[str, str], list[_Judged]] = {}
-    weeks: dict[str, Counter[str]] = {}
-    for day in period.days():
-        for j in days.on(day):
-            if exclusions.series_excluded(j.project, j.sequence_name) or (
-                    wanted is not None and _fold(j.sequence_name) not in wanted):
-                continue
-            by_key.setdefault(j.template_key, []).append(j)
-            if j.status != "no_template":
-                week = (day - dt.timedelta(day.weekday())).isoformat()
-                weeks.setdefault(week, Counter())[j.status] += 1
-    accepted = judge.accepted(project)
-    order = {_fold(e.sequence_name): i for i, e in reversed(list(enumerate(
-        store.protocol(project).expected)))}
-    series = []
-    for key, rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][1], len(order)),
-                                                             kv[0][1])):
-        name = rows[-1].sequence_name
-        template = judge.current(rows[-1].project, template_name(rows[-1].header)) or {}
+# -- reading the store --------------------------------------------------------------------
+
+
+class Reader:
+    """Reads reports and project histories from one store, sharing what it has read
+    (each day's series, judged once; each template's history): one per page or e-mail."""
+
+    def __init__(self, store: Store, *, rules: Rules = DEFAULT_RULES,
+                 exclusions: Exclusions = DEFAULT_EXCLUSIONS) -> None:
+        self.store, self.rules, self.exclusions = store, rules, exclusions
+        self.judge = _Judge(store, rules)
+        self.days = _Days(store, self.judge, lambda name: not exclusions.project_excluded(name))
+
+    def report(self, period: Period, project: str | None = None) -> Report:
+        """The compliance report of ``period`` (of one ``project``, or every project).
+
+        Each project's checklist is its protocol as the store gives it now (pinned, or
+        learnt from its recent sessions)."""
+        store, exclusions = self.store, self.exclusions
+        streaks = _streaks(self.days, period, exclusions)
+
+        def streak(j: _Judged, param: str) -> int:
+            s = streaks.get((j.template_key, param, j.day))
+            return s.days if s else 1
+
+        by_project: dict[str, dict[str, list[_Judged]]] = {}
+        for day in period.days():
+            for j in self.days.on(day):
+                if project is None or _fold(j.project) == _fold(project):
+                    by_project.setdefault(j.project, {}).setdefault(j.session, []).append(j)
+        projects = []
+        first, last = period.first.isoformat(), period.last.isoformat()
+        for name in sorted(by_project, key=_fold):
+            protocol = store.protocol(name)
+            sessions = sorted(
+                (_session_report(rows, protocol, store.acks(rows[0].session), exclusions, streak)
+                 for rows in by_project[name].values()),
+                key=lambda s: (s.date, s.time, s.session))
+            changes = tuple(a for a in self.judge.accepted(name) if first <= a.at[:10] <= last)
+            projects.append(ProjectReport(
+                project=name, sessions=tuple(sessions), accepted_changes=changes,
+                streaks=_project_streaks(streaks, by_project[name], period),
+                counts=sum((s.counts for s in sessions), Counts())))
+        return Report(period, tuple(projects), sum((p.counts for p in projects), Counts()))
+
+    def history(self, project: str, period: Period,
+                only: Collection[str] | None = None) -> ProjectHistory:
+        """Every series of ``project`` acquired in ``period``, per template: the parameters
+        that varied (a value differed from the template, or took more than one value),
+        and the conformance rate per week. Series come in the protocol's order, then by
+        name. ``only``: just these series descriptions (case and white space ignored)."""
+        wanted = None if only is None else {_fold(n) for n in only}
+        by_key: dict[tuple[str, str], list[_Judged]] = {}
+        weeks: dict[str, Counter[str]] = {}
+        for day in period.days():
+            for j in self.days.on(day):
+                if (_fold(j.project) != _fold(project)
+                        or self.exclusions.series_excluded(j.project, j.sequence_name)
+                        or (wanted is not None and _fold(j.sequence_name) not in wanted)):
+                    continue
+                by_key.setdefault(j.template_key, []).append(j)
+                if j.status != "no_template":
+                    week = (day - dt.timedelta(day.weekday())).isoformat()
+                    weeks.setdefault(week, Counter())[j.status] += 1
+        accepted = self.judge.accepted(project)
+        order = {_fold(e.sequence_name): i for i, e in reversed(list(enumerate(
+            self.store.protocol(project).expected)))}
+        series = []
+        for key, rows in sorted(by_key.items(), key=lambda kv: (order.get(kv[0][1], len(order)),
+                                                                 kv[0][1])):
+            series.append(self._series_history(key, rows, accepted))
+        return ProjectHistory(
+            project=project, period=period, series=tuple(series),
+            weeks=tuple(WeekRate(w, sum(c.values()), c["conform"] + c["accepted"])
+                        for w, c in sorted(weeks.items())))
+
+    def _series_history(self, key: tuple[str, str], rows: Sequence[_Judged],
+                        accepted: Sequence[AcceptedChange]) -> SeriesHistory:
+        template = self.judge.current(rows[-1].project, template_name(rows[-1].header)) or {}
         params = []
         for param in template:
-            if param in _NAMING or (param in rules and rules[param].ignore):
+            if param in _NAMING or (param in self.rules and self.rules[param].ignore):
                 continue
             points = tuple(Point(
                 session=j.session, date=_iso_day(j.day), time=_clock(j.time),
@@ -864,11 +899,32 @@ def project_history(
                 accepted=j.status == "accepted") for j in rows)
             if any(p.differs for p in points) or len({fmt(p.value, param) for p in points}) > 1:
                 params.append(ParamHistory(param, template[param], points))
-        series.append(SeriesHistory(
-            sequence_name=name, n_series=len(rows),
+        return SeriesHistory(
+            sequence_name=rows[-1].sequence_name, n_series=len(rows),
             n_differ=sum(1 for j in rows if j.status == "differ"), params=tuple(params),
-            accepted=tuple(a for a in accepted if _fold(a.sequence_name) == key[1])))
-    return ProjectHistory(
-        project=project, period=period, series=tuple(series),
-        weeks=tuple(WeekRate(w, sum(c.values()), c["conform"] + c["accepted"])
-                    for w, c in sorted(weeks.items())))
+            accepted=tuple(a for a in accepted if _fold(a.sequence_name) == key[1]))
+
+
+def build_report(
+    store: Store,
+    period: Period,
+    *,
+    project: str | None = None,
+    rules: Rules = DEFAULT_RULES,
+    exclusions: Exclusions = DEFAULT_EXCLUSIONS,
+) -> Report:
+    """The compliance report of ``period`` (see ``Reader.report``)."""
+    return Reader(store, rules=rules, exclusions=exclusions).report(period, project)
+
+
+def project_history(
+    store: Store,
+    project: str,
+    period: Period,
+    *,
+    rules: Rules = DEFAULT_RULES,
+    exclusions: Exclusions = DEFAULT_EXCLUSIONS,
+    only: Collection[str] | None = None,
+) -> ProjectHistory:
+    """A project's history over ``period`` (see ``Reader.history``)."""
+    return Reader(store, rules=rules, exclusions=exclusions).history(project, period, only)

@@ -14,10 +14,9 @@ from mrqart.report.model import (
     Exclusions,
     Period,
     Point,
+    Reader,
     Report,
     Store,
-    build_report,
-    project_history,
 )
 from mrqart.report.render import Figure, history_html, to_html
 from mrqart.rules.check import DEFAULT_RULES, Rules
@@ -45,10 +44,8 @@ def day_link(point: Point) -> str:
     return f"/reports?day={point.date}"
 
 
-def report_plots(
-    store: Store, report: Report, fmt: plots.Format, *, rules: Rules = DEFAULT_RULES,
-    exclusions: Exclusions = DEFAULT_EXCLUSIONS, links: bool = False,
-) -> list[Plot]:
+def report_plots(reader: Reader, report: Report, fmt: plots.Format, *,
+                 links: bool = False) -> list[Plot]:
     """For each project, the history of the series that differed in the report (the
     ``MAX_REPORT_PLOTS`` that differed most often), over ``REPORT_HISTORY_DAYS``."""
     out = []
@@ -59,8 +56,7 @@ def report_plots(
         if not differed:
             continue
         names = [name for name, _ in differed.most_common(MAX_REPORT_PLOTS)]
-        history = project_history(store, project.project, window, rules=rules,
-                                  exclusions=exclusions, only=names)
+        history = reader.history(project.project, window, only=names)
         for series in history.series:
             data = plots.series_figure(series, fmt, link=day_link if links else None)
             if data is not None:
@@ -74,10 +70,10 @@ def report_page(
     exclusions: Exclusions = DEFAULT_EXCLUSIONS,
 ) -> str:
     """The /reports page: the report of ``period`` with links and SVG plots."""
-    report = build_report(store, period, rules=rules, exclusions=exclusions)
+    reader = Reader(store, rules=rules, exclusions=exclusions)
+    report = reader.report(period)
     figures: dict[str, list[Figure]] = {}
-    for plot in report_plots(store, report, "svg", rules=rules, exclusions=exclusions,
-                             links=True):
+    for plot in report_plots(reader, report, "svg", links=True):
         figures.setdefault(plot.project, []).append(
             Figure(plot.caption, svg=plots.svg_markup(plot.data)))
     return to_html(report, figures=figures, links=True)
@@ -89,7 +85,7 @@ def project_page(
 ) -> str:
     """The /projects/<project> page: per series, its varied parameters over ``period``,
     and the conformance rate per week."""
-    history = project_history(store, project, period, rules=rules, exclusions=exclusions)
+    history = Reader(store, rules=rules, exclusions=exclusions).history(project, period)
     figures: dict[str, list[Figure]] = {}
     weeks = plots.weeks_figure(history.weeks, "svg")
     if weeks is not None:
