@@ -300,3 +300,15 @@ def test_cli_report_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "YYYY-MM-DD" in capsys.readouterr().err
     assert main(["report", "--db", str(db), "--rules", str(tmp_path / "none.toml")]) == 2
     assert "none.toml" in capsys.readouterr().err
+
+
+def test_series_sets_name_each_series_parameter_set(month: Store) -> None:
+    """The store's light rows (the streak look-back reads them) match the headers."""
+    from mrqart.store import param_set_of
+
+    headers = {(r["session"], r["series_number"]): r["header"] for r in month.series_on("20261130")}
+    rows = month.series_sets("20261130")
+    assert sorted((r["session"], r["series_number"]) for r in rows) == sorted(headers)
+    for r in rows:
+        sets = {s["id"]: s["params"] for s in month.param_sets(r["project"], r["sequence_name"])}
+        assert sets[r["set_id"]] == param_set_of(headers[(r["session"], r["series_number"])])

@@ -66,6 +66,8 @@ class Store(TypingProtocol):
 
     def series_on(self, day: str) -> list[dict[str, Any]]: ...
 
+    def series_sets(self, day: str) -> list[dict[str, Any]]: ...
+
     def param_sets(self, project: str, sequence_name: str) -> list[dict[str, Any]]: ...
 
     def protocol(self, project: str, *, exclude: str | None = None) -> Protocol: ...
@@ -451,16 +453,22 @@ class _Judge:
         self.store = store
         self.rules = rules
         self._timelines: dict[tuple[str, str], list[_Change]] = {}
+        self._spellings: dict[tuple[str, str], list[_Change]] = {}
         self._accepted: dict[str, tuple[AcceptedChange, ...]] = {}
         # (template id, live, the header's values of the template's parameters) ->
         # differences: most series repeat a parameter set already judged
         self._checked: dict[tuple[Any, ...], tuple[Difference, ...]] = {}
+        self._sets: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
+        self._keys: dict[tuple[str, str], tuple[str, str]] = {}
 
     def timeline(self, project: str, name: str) -> list[_Change]:
-        key = (_fold(project), _fold(name))
-        if key not in self._timelines:
-            self._timelines[key] = _timeline(self.store.history(project, name))
-        return self._timelines[key]
+        raw = (project, name)  # names repeat verbatim: fold each spelling once
+        if raw not in self._spellings:
+            key = (_fold(project), _fold(name))
+            if key not in self._timelines:
+                self._timelines[key] = _timeline(self.store.history(project, name))
+            self._spellings[raw] = self._timelines[key]
+        return self._spellings[raw]
 
     def template_at(self, project: str, name: str, acquired: str,
                     series: tuple[str, int]) -> tuple[Mapping[str, Any] | None, bool]:
@@ -488,34 +496,41 @@ class _Judge:
         return self._accepted[key]
 
     def _differences(self, header: Mapping[str, Any], template: Mapping[str, Any],
-                     live: bool) -> tuple[Difference, ...]:
+                     live: bool, values_key: Any = None) -> tuple[Difference, ...]:
+        """The differences of ``header`` from ``template``, remembered by the template and
+        the header's values (``values_key`` names them when the caller knows them)."""
+        if values_key is None:
+            # repr: a cheap exact key of JSON values (lists included)
+            values_key = (repr([header.get(p, NULL) for p in template]),
+                          repr(header.get("not_recorded")))
         # the template objects live as long as this judge (its timelines): ids are stable
-        # repr: a cheap exact key of JSON values (lists included)
-        key = (id(template), live, repr([header.get(p, NULL) for p in template]))
+        key = (id(template), live, values_key)
         if key not in self._checked:
             result = check(header, template, self.rules, live=live)
             self._checked[key] = tuple(describe_difference(p, e["expect"], e["have"])
                                        for p, e in result["errors"].items())
         return self._checked[key]
 
-    def template_key(self, header: Mapping[str, Any]) -> tuple[str, str]:
-        return _fold(str(header.get("Project", NULL))), _fold(template_name(header))
+    def _verdict(self, project: str, name: str, series: tuple[str, int], acquired: str,
+                 values: Mapping[str, Any], live: bool, values_key: Any = None,
+                 ) -> tuple[Status, tuple[Difference, ...], Mapping[str, Any] | None]:
+        template, accepted = self.template_at(project, name, acquired, series)
+        if accepted:
+            return "accepted", (), template
+        if template is None:
+            return "no_template", (), None
+        differences = self._differences(values, template, live, values_key)
+        return ("differ" if differences else "conform"), differences, template
 
     def judge(self, row: Mapping[str, Any]) -> _Judged:
+        """A series as ``Store.series_on`` gives it, judged on its header."""
         header = row["header"]
         project, name = str(header.get("Project", NULL)), template_name(header)
         number = int(row["series_number"])
         day, clock = str(header.get("AcqDate", NULL)), str(header.get("AcqTime", NULL))
-        acquired = acquired_at(f"{day} {clock}") or ""
-        template, accepted = self.template_at(project, name, acquired, (row["session"], number))
-        differences: tuple[Difference, ...] = ()
-        if accepted:
-            status = "accepted"
-        elif template is None:
-            status = "no_template"
-        else:
-            differences = self._differences(header, template, row["source"] == "live")
-            status = "differ" if differences else "conform"
+        status, differences, template = self._verdict(
+            project, name, (row["session"], number), acquired_at(f"{day} {clock}") or "",
+            header, row["source"] == "live")
         return _Judged(
             session=row["session"], project=project, station=str(row["station"]),
             subject=str(header.get("SubID", NULL)), day=day, time=clock, series_number=number,
@@ -523,6 +538,31 @@ class _Judge:
             template_key=(_fold(project), _fold(name)), n_files=int(row["n_files"]),
             header=header, status=status, differences=differences, template=template,
         )
+
+    def key_of(self, project: str, name: str) -> tuple[str, str]:
+        """How a Project x template name is matched (case and white space folded)."""
+        key = self._keys.get((project, name))
+        if key is None:
+            key = self._keys[(project, name)] = (_fold(project), _fold(name))
+        return key
+
+    def judge_set(self, row: Mapping[str, Any]) -> _Judged:
+        """A series as ``Store.series_sets`` gives it (no header), judged on its stored
+        parameter set: what scanning history needs, without reading every header."""
+        project, name = str(row["project"]), str(row["sequence_name"])
+        if (project, name) not in self._sets:
+            self._sets[(project, name)] = {
+                s["id"]: s["params"] for s in self.store.param_sets(project, name)}
+        values = self._sets[(project, name)][row["set_id"]]
+        day, clock, number = str(row["acq_date"]), str(row["acq_time"]), int(row["series_number"])
+        status, differences, template = self._verdict(
+            project, name, (row["session"], number), acquired_at(f"{day} {clock}") or "",
+            values, row["source"] == "live", values_key=("set", row["set_id"]))
+        key = self.key_of(project, name)
+        return _Judged(
+            session=row["session"], project=project, station="", subject="", day=day,
+            time=clock, series_number=number, sequence_name=name, template_key=key, n_files=0,
+            header=values, status=status, differences=differences, template=template)
 
 
 def accepted_changes(store: Store, project: str) -> list[AcceptedChange]:
@@ -661,6 +701,7 @@ class _Days:
     def __init__(self, store: Store, judge: _Judge, keep: Callable[[str], bool]) -> None:
         self.store, self.judge, self.keep = store, judge, keep
         self._days: dict[str, list[_Judged]] = {}
+        self._sets: dict[str, list[_Judged]] = {}
 
     def on(self, day: dt.date) -> list[_Judged]:
         key = _dicom_day(day)
@@ -670,13 +711,22 @@ class _Days:
             self._days[key] = [self.judge.judge(r) for r in rows]
         return self._days[key]
 
-    def of(self, day: dt.date, keys: Collection[tuple[str, str]]) -> list[_Judged]:
-        """The day's series of these templates only (judged, not kept)."""
+    def sets_on(self, day: dt.date) -> list[_Judged]:
+        """The day's series judged on their parameter sets (no header read): for history."""
         key = _dicom_day(day)
-        if key in self._days:
-            return [j for j in self._days[key] if j.template_key in keys]
-        return [self.judge.judge(r) for r in self.store.series_on(key)
-                if self.judge.template_key(r["header"]) in keys]
+        if key not in self._sets:
+            self._sets[key] = [self.judge.judge_set(r) for r in self.store.series_sets(key)
+                               if self.keep(str(r["project"]))]
+        return self._sets[key]
+
+    def sets_of(self, day: dt.date, keys: Collection[tuple[str, str]]) -> list[_Judged]:
+        """The day's series of these templates only, judged on their parameter sets (a
+        look back in history: judged, not kept)."""
+        key = _dicom_day(day)
+        if key in self._sets:
+            return [j for j in self._sets[key] if j.template_key in keys]
+        return [self.judge.judge_set(r) for r in self.store.series_sets(key)
+                if self.judge.key_of(r["project"], r["sequence_name"]) in keys]
 
 
 #: (template key, parameter, scan day YYYYMMDD) -> the streak as of that day
@@ -713,7 +763,7 @@ def _streaks(days: _Days, period: Period, exclusions: Exclusions) -> Streaks:
         day -= dt.timedelta(1)
         keys = {k for k, _ in open_runs}
         before = {k: len(fails[k]) for k in keys}
-        note(days.of(day, keys))
+        note(days.sets_of(day, keys))
         scanned = {k for k in keys if len(fails[k]) > before[k]}
         open_runs = {(k, p) for k, p in open_runs
                      if k not in scanned or p in fails[k][_dicom_day(day)]}
@@ -858,12 +908,15 @@ class Reader:
         """Every series of ``project`` acquired in ``period``, per template: the parameters
         that varied (a value differed from the template, or took more than one value),
         and the conformance rate per week. Series come in the protocol's order, then by
-        name. ``only``: just these series descriptions (case and white space ignored)."""
+        name. ``only``: just these series descriptions (case and white space ignored).
+
+        Read from the stored parameter sets, not the headers (a year of a project is
+        thousands of series): the values are the canonical ones the templates hold."""
         wanted = None if only is None else {_fold(n) for n in only}
         by_key: dict[tuple[str, str], list[_Judged]] = {}
         weeks: dict[str, Counter[str]] = {}
         for day in period.days():
-            for j in self.days.on(day):
+            for j in self.days.sets_on(day):
                 if (_fold(j.project) != _fold(project)
                         or self.exclusions.series_excluded(j.project, j.sequence_name)
                         or (wanted is not None and _fold(j.sequence_name) not in wanted)):
@@ -886,7 +939,7 @@ class Reader:
 
     def _series_history(self, key: tuple[str, str], rows: Sequence[_Judged],
                         accepted: Sequence[AcceptedChange]) -> SeriesHistory:
-        template = self.judge.current(rows[-1].project, template_name(rows[-1].header)) or {}
+        template = self.judge.current(rows[-1].project, rows[-1].sequence_name) or {}
         params = []
         for param in template:
             if param in _NAMING or (param in self.rules and self.rules[param].ignore):

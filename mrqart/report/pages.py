@@ -23,7 +23,8 @@ from mrqart.rules.check import DEFAULT_RULES, Rules
 
 #: The history plotted beside a report: the days up to its last day.
 REPORT_HISTORY_DAYS = 28
-#: Plots per project in a report: the series that differed most often in it.
+#: Plots in a report (a page or an e-mail stays light on a bad day): the series that
+#: differed most often in it.
 MAX_REPORT_PLOTS = 6
 #: A project page's history unless the URL says since when.
 PROJECT_HISTORY_DAYS = 365
@@ -46,21 +47,20 @@ def day_link(point: Point) -> str:
 
 def report_plots(reader: Reader, report: Report, fmt: plots.Format, *,
                  links: bool = False) -> list[Plot]:
-    """For each project, the history of the series that differed in the report (the
-    ``MAX_REPORT_PLOTS`` that differed most often), over ``REPORT_HISTORY_DAYS``."""
-    out = []
+    """The history of the series that differed in the report, over
+    ``REPORT_HISTORY_DAYS``: the ``MAX_REPORT_PLOTS`` that differed most often."""
     window = Period(report.period.last - dt.timedelta(REPORT_HISTORY_DAYS - 1), report.period.last)
-    for project in report.projects:
-        differed = Counter(line.sequence_name for s in project.sessions for line in s.series
-                           if line.status == "differ")
-        if not differed:
-            continue
-        names = [name for name, _ in differed.most_common(MAX_REPORT_PLOTS)]
-        history = reader.history(project.project, window, only=names)
-        for series in history.series:
+    differed = Counter((project.project, line.sequence_name) for project in report.projects
+                       for s in project.sessions for line in s.series if line.status == "differ")
+    chosen: dict[str, list[str]] = {}
+    for (project, name), _ in differed.most_common(MAX_REPORT_PLOTS):
+        chosen.setdefault(project, []).append(name)
+    out = []
+    for project, names in chosen.items():
+        for series in reader.history(project, window, only=names).series:
             data = plots.series_figure(series, fmt, link=day_link if links else None)
             if data is not None:
-                out.append(Plot(project.project, series.sequence_name,
+                out.append(Plot(project, series.sequence_name,
                                 f"{series.sequence_name}, {window.label}", data))
     return out
 
@@ -94,8 +94,9 @@ def project_page(
         svg = plots.series_figure(series, "svg", link=day_link)
         if svg is not None:
             figures[series.sequence_name] = [Figure(
-                f"{series.sequence_name}: " + ", ".join(p.param for p in series.params),
-                svg=plots.svg_markup(svg))]
+                f"{series.sequence_name}: " + ", ".join(p.param for p in series.params)
+                + "; a blue ring marks a series accepted as the new reference, a dashed line "
+                "the moment it was accepted", svg=plots.svg_markup(svg))]
     return history_html(history, figures)
 
 

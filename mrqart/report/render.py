@@ -29,7 +29,8 @@ from mrqart.rules.check import fmt
 
 
 def to_json(report: Report | ProjectHistory) -> str:
-    return json.dumps(report.to_json(), indent=2, ensure_ascii=False)
+    """One line of JSON (``jq`` makes it pretty): the C encoder, a day of 2,000 series."""
+    return json.dumps(report.to_json(), ensure_ascii=False)
 
 
 # -- plain text -----------------------------------------------------------------------------

@@ -959,6 +959,22 @@ class Store:
         ).fetchall()
         return [{**dict(r), "header": json.loads(r["header"])} for r in rows]
 
+    @reads
+    def series_sets(self, day: str) -> list[dict[str, Any]]:
+        """Series acquired on ``day`` ("YYYYMMDD") without their headers, for scanning
+        history quickly (the report's history and failure streaks): ``{"session",
+        "series_number", "acq_date", "acq_time", "source", "set_id", "project",
+        "sequence_name"}``, where ``set_id`` is the series' parameter set (see
+        ``param_sets``) and ``project`` x ``sequence_name`` name its template."""
+        rows = self._db.execute(
+            """SELECT s.session, s.series_number, s.acq_date, s.acq_time, s.source,
+                      s.param_set AS set_id, p.project, p.sequence_name
+               FROM series s JOIN param_set p ON p.id = s.param_set
+               WHERE s.acq_date = ? ORDER BY s.acq_time, s.id""",
+            (day,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
     # -- session-level compliance (protocol.py) -------------------------------------
 
     @reads
