@@ -36,7 +36,7 @@ from mrqart.ingest.watcher import FileReady, Watcher
 from mrqart.live.access import Guard
 from mrqart.live.auth import exposure_error
 from mrqart.live.hub import Hub, Message, coalesce, receive_batches
-from mrqart.live.session import Known, SessionState, frames_of
+from mrqart.live.session import Known, Series, SessionState, frames_of
 from mrqart.live.web import MAX_WS_MESSAGE, create_app
 from mrqart.report import Period, load_exclusions, pages
 from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name
@@ -44,6 +44,7 @@ from mrqart.rules.compliance import Compliance
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
 from mrqart.store import BaseStore as Store
 from mrqart.store import database_errors, open_store
+from mrqart.rules.templates import accepted_result, announce_software_change, software_change, votes
 
 if TYPE_CHECKING:
     from mrqart.ingest.dicomnode import DicomNode
@@ -191,15 +192,16 @@ class Pipeline:
         key = self.state.key_for(path, header)
         if self.state.knows(key):
             return self._count(key, path, frames_of(header))
-        template = await self._store_call(_template_of, header)
+        template, previous = await self._store_call(_verdict_inputs, header, default=(None, None))
         result = check(header, template, self.rules, live=True)
+        if change := software_change(previous, header.get("SoftwareVersions")):
+            result = announce_software_change(result, change)
         series = self.state.add_series(key, header, result, path, time.time())
         # An enhanced multi-echo file carries all its echo times (header EchoTimes).
         times = header.get("EchoTimes") if isinstance(header.get("EchoTimes"), list) else []
         recorded = await self._store_call(
-            lambda s: s.record_series(header, n_files=series.n_files, source="live",
-                                      session=series.session,
-                                      echo_times=times if len(times) > 1 else ()),
+            lambda s: _record(s, series, n_files=series.n_files,
+                              echo_times=times if len(times) > 1 else ()),
             write=True,
         )
         if recorded is None:
@@ -226,9 +228,7 @@ class Pipeline:
         if len(times) > 1:
             series = self.state.get(key)
             await self._store_call(
-                lambda s: s.record_series(series.result["input"], n_files=series.n_files,
-                                          source="live", session=series.session,
-                                          echo_times=times),
+                lambda s: _record(s, series, n_files=series.n_files, echo_times=times),
                 write=True,
             )
 
@@ -328,6 +328,34 @@ class Pipeline:
             self.hub.publish(Message(station, "checklist", self.compliance.view(station)))
         return protocol.to_json()
 
+    async def accept_series(self, key: str, reason: str, by: str) -> dict[str, Any] | None:
+        """Accept a series as intended (``by``: the person; the web route or the sign-in
+        decides who): its parameter set becomes its template, later series compare
+        against it, and every page shows its verdict as "accepted: <reason>" (a "new"
+        message replacing the series) and the change (an "accepted" message). None when
+        no such series is recorded. The store's error propagates: the person must see it."""
+        session, _, number = key.rpartition(":")
+        if not number.lstrip("-").isdigit():
+            return None
+        await self._flush()  # a series whose first record failed is written now
+        assert self.store is not None
+        try:
+            change = await trio.to_thread.run_sync(
+                partial(self.store.accept, session, int(number), reason=reason, by=by),
+                limiter=self._sqlite)
+        except LookupError:
+            return None
+        station = change["station"]
+        if self.state.knows(key):
+            series = self.state.get(key)
+            series.result = accepted_result(series.result, reason=reason, by=by,
+                                            at=change["at"])
+            station = series.station
+            self.hub.publish(Message(station, "new", series.result, series=key))
+        log.info("station %s: series %s accepted by %r: %r", station, key, by, reason)
+        self.hub.publish(Message(station, "accepted", {"series": key, **change}))
+        return change
+
     # -- the store ----------------------------------------------------------------
     async def _restore_today(self) -> None:
         """Bring back today's series (verdicts and counts) recorded by an earlier run."""
@@ -355,8 +383,7 @@ class Pipeline:
         def write(store: Store) -> bool:
             with store.batch():  # one commit for the lot
                 for series in dirty:
-                    store.record_series(series.result["input"], n_files=series.n_files,
-                                        source="live", session=series.session)
+                    _record(store, series, n_files=series.n_files)
             return True
 
         if await self._store_call(write, write=True) is None:
@@ -421,6 +448,20 @@ class Pipeline:
 
 def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
     return store.template(str(header.get("Project")), template_name(header))
+
+
+def _verdict_inputs(
+    store: Store, header: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """What a new series' verdict needs from the store, in one worker-thread hop: its
+    template and the software of the last series of its sequence on its station."""
+    return _template_of(store, header), store.previous_software(header)
+
+
+def _record(store: Store, series: Series, **counts: Any) -> bool:
+    """Record a live series with its trust (rules.templates.votes: did its verdict conform)."""
+    return store.record_series(series.result["input"], source="live", session=series.session,
+                               trusted=votes("live", series.result), **counts)
 
 
 def _build_app(pipeline: Pipeline) -> QuartTrio:

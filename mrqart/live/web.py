@@ -12,6 +12,7 @@ session state's JSON views and relay hub messages; they decide nothing.
     POST /api/projects/<project>/protocol   {"from_session"}: pin; DELETE: unpin
     GET /reports?day=|since=     the daily compliance report (HTML), any day
     GET /projects/<project>?since=   a project's history: plots per series and week
+    POST /api/series/<key>/accept   {"reason", "by"}: accept a series as intended
     GET /healthz                 pipeline statistics
     WS  /ws                      the hub's messages, one JSON text each
 """
@@ -53,6 +54,8 @@ class Console(Protocol):
     ) -> dict[str, Any] | None: ...
 
     async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None: ...
+
+    async def accept_series(self, key: str, reason: str, by: str) -> dict[str, Any] | None: ...
 
 
 class Reports(Protocol):
@@ -165,6 +168,21 @@ def _add_console_routes(
                 abort(400, 'give {"from_session": SESSION}')
         protocol = await console.pin_protocol(project, session)
         return jsonify(_or_404(protocol, "no series recorded for that session"))
+
+    @app.post("/api/series/<key>/accept")
+    async def accept_series(key: str) -> Any:
+        reason = await _body_text("reason")
+        if not reason or len(reason) > MAX_REASON:
+            abort(400, f"give a reason of 1 to {MAX_REASON} characters")
+        by = await _body_text("by")
+        return jsonify(_or_404(await accept_as(key, reason, by), "no such series recorded"))
+
+    async def accept_as(key: str, reason: str, by: str | None) -> dict[str, Any] | None:
+        """Accept as ``by``: the operator's name typed on the page (the signed-in user
+        once there is one). Who accepted is part of the history: a name is required."""
+        if not by or len(by) > MAX_REASON:
+            abort(400, f'give "by": who accepts, 1 to {MAX_REASON} characters')
+        return await console.accept_series(key, reason, by)
 
 
 def _add_report_routes(app: QuartTrio, reports: Reports) -> None:
