@@ -223,6 +223,8 @@ class Pipeline:
             echoes[number] = header.get("TE")
             if len(echoes) < ECHO_PROBE_FILES:
                 return
+        elif _echo_gap(echoes) and self.state.get(key).n_files < 2 * ECHO_PROBE_FILES:
+            return  # a lower echo is still on its way: the watcher may reorder a burst
         del self._echo_probe[key]
         times = [t for t in echoes.values() if isinstance(t, float)]
         if len(times) > 1:
@@ -448,6 +450,12 @@ class Pipeline:
 
 def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
     return store.template(str(header.get("Project")), template_name(header))
+
+
+def _echo_gap(echoes: dict[Any, Any]) -> bool:
+    """Whether the echo numbers seen (1, 2, ...) miss one below the highest."""
+    numbers = [n for n in echoes if type(n) is int]
+    return bool(numbers) and len(numbers) < max(numbers)
 
 
 def _verdict_inputs(
