@@ -133,23 +133,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
-        "templates", help="list templates, or pin one",
+        "templates", help="list, accept, pin, export or import templates",
         description="Without ACTION, list the template of every Project x SequenceName: the "
-        "parameter set most series used (ties: the most recent), unless an operator pinned one. "
-        "--db and --json may also follow the ACTION.",
+        "parameter set most trusted series used (imported ones, live ones that conformed, "
+        "accepted ones; a tie keeps the established set), unless a person accepted or pinned "
+        "one. --db and --json may also follow the ACTION.",
     )
     _add_db(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_templates, action=None)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     for name, help_ in (
-        ("sets", "list every parameter set of PROJECT SEQUENCE with its ID and count"),
+        ("sets", ("list every parameter set of PROJECT SEQUENCE with its ID, series, votes and "
+         "dates; without PROJECT SEQUENCE, every template that has competing (minority) sets")),
         ("pin", "make one parameter set the template of PROJECT SEQUENCE, whatever the counts"),
-        ("unpin", "go back to the most frequent parameter set"),
+        ("unpin", "go back to the established parameter set"),
+        ("history", "every change of the template of PROJECT SEQUENCE: which set, when, who, why"),
+        ("accept", "accept a recorded series as intended: its parameters become its template"),
+        ("export", ("write PROJECT's templates as JSON (one entry per series, with tolerances "
+         "and history) to stdout")),
+        ("import", "make the templates of a JSON file (from 'templates export') the templates"),
     ):
         a = actions.add_parser(name, help=help_, description=help_)
-        a.add_argument("project", metavar="PROJECT", help="(0008,1030) StudyDescription")
-        a.add_argument("sequence", metavar="SEQUENCE", help="(0008,103E) SeriesDescription")
+        if name == "accept":
+            a.add_argument("series", metavar="SERIES",
+                           help="SESSION:NUMBER, the series key the page and the API show "
+                           "(SESSION is the StudyInstanceUID)")
+            a.add_argument("--reason", required=True, help="why this change is intended")
+        elif name == "import":
+            a.add_argument("file", type=Path, metavar="FILE", help="a 'templates export' file")
+        else:
+            a.add_argument("project", metavar="PROJECT", help="(0008,1030) StudyDescription",
+                           **({"nargs": "?"} if name == "sets" else {}))
+        if name not in ("accept", "import", "export"):
+            a.add_argument("sequence", metavar="SEQUENCE", help="(0008,103E) SeriesDescription",
+                           **({"nargs": "?"} if name == "sets" else {}))
+        if name in ("accept", "import", "pin", "unpin"):
+            a.add_argument("--by", default=None,
+                           help="who decides (default: the login name, $USER)")
+        if name == "export":
+            a.add_argument("--rules", type=Path, default=None,
+                           help="TOML rules file whose tolerances the file states")
         # SUPPRESS: given before the action, the option keeps its value.
         a.add_argument("--db", type=db_location, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
@@ -550,51 +574,166 @@ def _table(rows: list[list[str]]) -> str:
 def _sets_table(sets: list[dict[str, Any]], *, names: bool) -> str:
     from mrqart.rules.check import fmt
 
-    head = ["ID", "SERIES", "PINNED", *(["PROJECT", "SEQUENCE"] if names else []),
-            *_SHOWN_PARAMS, "LAST SEEN"]
+    head = ["ID", "SERIES", "VOTES", "STATE", *(["PROJECT", "SEQUENCE"] if names else []),
+            *_SHOWN_PARAMS, "FIRST SEEN", "LAST SEEN"]
     return _table([head] + [
-        [str(s["id"]), str(s["count"]), "pinned" if s["pinned"] else "",
+        [str(s["id"]), str(s["count"]), str(s["votes"]),
+         "pinned" if s["pinned"] else "template" if s["established"] else "",
          *([s["project"], s["sequence_name"]] if names else []),
-         *(fmt(s["params"][p], p) for p in _SHOWN_PARAMS), s["last_seen"] or ""]
+         *(fmt(s["params"][p], p) for p in _SHOWN_PARAMS),
+         _day(s["first_seen"]), _day(s["last_seen"])]
         for s in sets
     ])
 
 
+def _day(stored: str | None) -> str:
+    """A stored acquisition time as the table shows it: "2026-11-24 10:15"."""
+    from mrqart.rules.templates import acquired_at
+
+    iso = acquired_at(stored)
+    return "" if iso is None else iso[:16].replace("T", " ")
+
+
+def _who(args: argparse.Namespace) -> str:
+    import getpass
+
+    return args.by or getpass.getuser()
+
+
+def _all_sets(store: Store) -> list[dict[str, Any]]:
+    """Every set of every template that has competitors, the template first."""
+    return [s for t in store.templates() if t["n_sets"] > 1
+            for s in store.param_sets(t["project"], t["sequence_name"])]
+
+
 @_database_errors
 def cmd_templates(args: argparse.Namespace) -> int:
-    from mrqart.headers import Unreadable, read_header
-
     with _open_store(args.db) as store:
-        if args.action in (None, "sets"):
-            sets = (store.templates() if args.action is None
-                    else store.param_sets(args.project, args.sequence))
-            if args.json:
-                print(json.dumps(sets, indent=2))
-            elif sets:
-                print(_sets_table(sets, names=args.action is None))
-            else:
-                print("no templates yet: 'mrqart import ARCHIVE' learns them"
-                      if args.action is None else
-                      f"no parameter sets for {args.project} / {args.sequence}")
-            return 0
+        if args.action is None:
+            return _print_sets(args, store.templates(), names=True,
+                               empty="no templates yet: 'mrqart import ARCHIVE' learns them")
+        if args.action == "sets":
+            if (args.project is None) != (args.sequence is None):
+                print("mrqart templates sets: give both PROJECT and SEQUENCE, or neither",
+                      file=sys.stderr)
+                return 2
+            if args.project is None:
+                return _print_sets(args, _all_sets(store), names=True,
+                                   empty="no template has competing parameter sets")
+            return _print_sets(args, store.param_sets(args.project, args.sequence), names=False,
+                               empty=f"no parameter sets for {args.project} / {args.sequence}")
+        if args.action == "history":
+            return _print_history(args, store.history(args.project, args.sequence))
+        if args.action == "accept":
+            return _accept(args, store)
+        if args.action in ("export", "import"):
+            return _template_file(args, store)
         if args.action == "unpin":
-            had = store.unpin(args.project, args.sequence)
+            had = store.unpin(args.project, args.sequence, by=_who(args))
             print(f"unpinned {args.project} / {args.sequence}" if had
                   else f"{args.project} / {args.sequence} was not pinned")
             return 0
-        header = None
-        if args.from_file is not None:
-            header = read_header(args.from_file)
-            if isinstance(header, Unreadable):
-                print(f"mrqart templates pin: {header.path}: {header.reason}", file=sys.stderr)
-                return 2
-        try:
-            set_id = store.pin(args.project, args.sequence, set_id=args.set_id, header=header)
-        except (LookupError, ValueError) as e:
-            print(f"mrqart templates pin: {e}", file=sys.stderr)
-            return 2
-        print(f"pinned parameter set {set_id} as the template of {args.project} / {args.sequence}")
+        return _pin(args, store)
+
+
+def _print_sets(args: argparse.Namespace, sets: list[dict[str, Any]], *, names: bool,
+                empty: str) -> int:
+    if args.json:
+        print(json.dumps(sets, indent=2))
+    elif sets:
+        print(_sets_table(sets, names=names))
+    else:
+        print(empty)
+    return 0
+
+
+def _print_history(args: argparse.Namespace, history: list[dict[str, Any]]) -> int:
+    from mrqart.rules.check import fmt
+
+    if args.json:
+        print(json.dumps(history, indent=2))
         return 0
+    if not history:
+        print(f"no template history for {args.project} / {args.sequence}")
+        return 0
+    print(_table([["AT", "KIND", "BY", "SET", *_SHOWN_PARAMS, "REASON"]] + [
+        [h["at"], h["kind"], h["by"], "" if h["set_id"] is None else str(h["set_id"]),
+         *(fmt(h["params"][p], p) if h["params"] else "" for p in _SHOWN_PARAMS),
+         h["reason"] + (f" (series {h['series_number']} of {h['session']})"
+                        if h["session"] else "")]
+        for h in history
+    ]))
+    return 0
+
+
+def _accept(args: argparse.Namespace, store: Store) -> int:
+    session, _, number = args.series.rpartition(":")
+    if not session or not number.lstrip("-").isdigit():
+        print(f"mrqart templates accept: {args.series!r}: give SESSION:NUMBER", file=sys.stderr)
+        return 2
+    if not args.reason.strip():
+        print("mrqart templates accept: give a --reason", file=sys.stderr)
+        return 2
+    try:
+        change = store.accept(session, int(number), reason=args.reason.strip(), by=_who(args))
+    except LookupError as e:
+        print(f"mrqart templates accept: {e}", file=sys.stderr)
+        return 2
+    print(f"accepted series {number} of {session} as the template of {change['project']} / "
+          f"{change['sequence_name']} (set {change['set_id']}), by {change['by']}: "
+          f"{change['reason']}")
+    return 0
+
+
+def _template_file(args: argparse.Namespace, store: Store) -> int:
+    import tomllib
+
+    from mrqart.rules.check import DEFAULT_RULES, load_rules
+    from mrqart.rules.template_file import TemplateFileError, from_document, to_document
+
+    if args.action == "export":
+        try:
+            rules = load_rules(args.rules) if args.rules else DEFAULT_RULES
+        except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
+            print(f"mrqart templates export: rules: {e}", file=sys.stderr)
+            return 2
+        templates = store.project_templates(args.project)
+        if not templates:
+            print(f"mrqart templates export: no templates for {args.project}", file=sys.stderr)
+            return 2
+        print(json.dumps(to_document(args.project, templates, rules), indent=2))
+        return 0
+    try:
+        entries = from_document(json.loads(args.file.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TemplateFileError) as e:
+        print(f"mrqart templates import: {args.file}: {e}", file=sys.stderr)
+        return 2
+    with store.batch():  # all of the file or nothing
+        for entry in entries:
+            store.adopt(entry.params, entry.sequence_name, by=_who(args),
+                        reason=f"imported from {args.file.name}", history=entry.history,
+                        votes=entry.votes)
+    print(f"imported {len(entries)} templates from {args.file}")
+    return 0
+
+
+def _pin(args: argparse.Namespace, store: Store) -> int:
+    from mrqart.headers import Unreadable, read_header
+
+    header = None
+    if args.from_file is not None:
+        header = read_header(args.from_file)
+        if isinstance(header, Unreadable):
+            print(f"mrqart templates pin: {header.path}: {header.reason}", file=sys.stderr)
+            return 2
+    try:
+        set_id = store.pin(args.project, args.sequence, set_id=args.set_id, header=header,
+                           by=_who(args))
+    except (LookupError, ValueError) as e:
+        print(f"mrqart templates pin: {e}", file=sys.stderr)
+        return 2
+    print(f"pinned parameter set {set_id} as the template of {args.project} / {args.sequence}")
+    return 0
 
 
 def parse_series_list(text: str) -> list[dict[str, Any]]:

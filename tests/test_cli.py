@@ -87,7 +87,7 @@ def test_check_json_and_rules(imported: Path, db: Path, tmp_path: Path,
 def test_templates_list(imported: Path, db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["templates", "--db", str(db)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:5] == ["ID", "SERIES", "PINNED", "PROJECT", "SEQUENCE"]
+    assert lines[0].split()[:6] == ["ID", "SERIES", "VOTES", "STATE", "PROJECT", "SEQUENCE"]
     assert any("me_bold" in line and "14.2, 35.9, 57.6" in line for line in lines)
     assert main(["templates", "--json", "--db", str(db)]) == 0
     templates = json.loads(capsys.readouterr().out)
@@ -117,7 +117,7 @@ def test_templates_pin_set_and_unpin(imported: Path, db: Path, tmp_path: Path,
     assert f"pinned parameter set {second}" in capsys.readouterr().out
     assert main(["templates", "sets", "MRQART_test", "rest", "--db", str(db)]) == 0
     first_row = capsys.readouterr().out.splitlines()[1].split()
-    assert first_row[:3] == [str(second), "1", "pinned"]
+    assert first_row[:4] == [str(second), "1", "1", "pinned"]
     assert main(["templates", "unpin", "MRQART_test", "rest", "--db", str(db)]) == 0
     assert "unpinned" in capsys.readouterr().out
     assert main(["templates", "pin", "MRQART_test", "t1_mprage", "--set", str(second),

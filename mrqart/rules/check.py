@@ -23,6 +23,8 @@ every parameter:
   template holds the echo times of that one parameter set, never every TE seen.
 - a parameter the header lists in ``not_recorded`` (the scanner never records it,
   e.g. Philips phase polarity) is never compared;
+- a template value may be a constraint from a template file (``{"min", "max"}``,
+  ``{"any_of", "tolerance"}`` or ``{"value", "tolerance"}``, see ``_meets``);
 - ``"null"`` (missing) equals only ``"null"``, except that in live context
   (``live=True``) a parameter with ``rule.live_null_ok`` may be missing from the
   header: the scanner's online export leaves FoV, TA and BWPPE out of some files.
@@ -177,7 +179,23 @@ def same(expect: Any, have: Any, tol: float) -> bool:
     return _text(expect) == _text(have)
 
 
+def _meets(constraint: Mapping[str, Any], have: Any, rule: Rule) -> bool:
+    """A template value that is a constraint from a template file (rules/template_file.py):
+    ``{"min", "max"}`` a range, inclusive; ``{"any_of", "tolerance"}`` one of the values;
+    ``{"value", "tolerance"}`` one value with its own tolerance."""
+    tol = constraint.get("tolerance", rule.tol)
+    if "min" in constraint or "max" in constraint:
+        x = _number(have)
+        return x is not None and constraint.get("min", -math.inf) <= x <= constraint.get(
+            "max", math.inf)
+    if "any_of" in constraint:
+        return any(same(e, have, tol) for e in constraint["any_of"])
+    return "value" in constraint and same(constraint["value"], have, tol)
+
+
 def _conforms(expect: Any, have: Any, rule: Rule) -> bool:
+    if isinstance(expect, dict):
+        return _meets(expect, have, rule)
     if rule.any_of and isinstance(expect, list) and not isinstance(have, list):
         return any(same(e, have, rule.tol) for e in expect)
     return same(expect, have, rule.tol)
