@@ -5,6 +5,8 @@ reference, a person's acceptance does, and a software upgrade is announced once.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ SCALE = 0.03  # a few files per series (at least two per echo: the echo probe en
 # echo number comes round again, so the template learns every echo time)
 
 
-async def write_session(root: Path, ws: Any, **wrong: dict[str, Any]) -> dict[str, dict]:
+async def write_session(root: Path, ws: Any, vendor: str = "siemens",
+                        **wrong: dict[str, Any]) -> dict[str, dict]:
     """Write one synthetic session (``wrong``: series name -> fields) and return the
     verdict of each of its series by name, as the WebSocket delivered them."""
-    await trio.to_thread.run_sync(lambda: synth.write_session(root, wrong=wrong, scale=SCALE))
+    await trio.to_thread.run_sync(
+        lambda: synth.write_session(root, wrong=wrong, scale=SCALE, vendor=vendor))
     names = {}
     while len(names) < N_SERIES:
         message = json.loads(await ws.get_message())
@@ -52,10 +56,11 @@ async def until(ws: Any, type_: str) -> dict[str, Any]:
             return message
 
 
-async def test_a_wrong_series_is_flagged_until_a_person_accepts_it(tmp_path: Path) -> None:
-    root = tmp_path / "scanner"
+@asynccontextmanager
+async def serving(root: Path, db: Path) -> AsyncIterator[tuple[str, Any]]:
+    """The real service watching ``root`` (real inotify), and a WebSocket client:
+    (url, ws). Bounded in time; stopped on leaving."""
     root.mkdir()
-    db = tmp_path / "db.sqlite"
     config = Config(roots=(root,), db=db, port=0, flush_seconds=0.05)
     stop = trio.Event()
     with trio.fail_after(60):
@@ -63,39 +68,45 @@ async def test_a_wrong_series_is_flagged_until_a_person_accepts_it(tmp_path: Pat
             url = await nursery.start(lambda task_status: run_service(
                 config, stop=stop, task_status=task_status))
             async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
-                first = await write_session(root, ws)  # an empty database learns
-                assert set(statuses(first).values()) == {"no_template"}
-                second = await write_session(root, ws, rest={"TR": 2000.0})
-                assert second["rest"]["status"] == "nonconform"
-                assert second["rest"]["errors"] == {"TR": {"expect": 1300.0, "have": 2000.0}}
-                third = await write_session(root, ws)
-                # the wrong series did not vote: the good session conforms, all of it
-                assert set(statuses(third).values()) == {"conform"}, errors(third)
-
-                # a person accepts session 2's rest as intended
-                key = second["rest"]["series"]
-                assert await http_json(f"{url}/api/series/{key}/accept", {"reason": " "}) == 400
-                assert await http_json(f"{url}/api/series/{key}/accept",
-                                       {"reason": "TR 2000 from now on"}) == 400  # who?
-                assert await http_json(f"{url}/api/series/nope:3/accept",
-                                       {"reason": "r", "by": "ana"}) == 404
-                change = await http_json(f"{url}/api/series/{key}/accept",
-                                         {"reason": "TR 2000 from now on", "by": "ana"})
-                assert change["kind"] == "accepted" and change["by"] == "ana"
-                shown = await until(ws, "new")  # the series' verdict, replaced
-                assert shown["series"] == key
-                assert shown["content"]["status"] == "accepted"
-                assert shown["content"]["note"] == "accepted: TR 2000 from now on"
-                accepted = (await until(ws, "accepted"))["content"]
-                assert accepted["series"] == key and accepted["params"]["TR"] == 2000.0
-
-                fourth = await write_session(root, ws, rest={"TR": 2000.0})
-                assert set(statuses(fourth).values()) == {"conform"}, errors(fourth)
-                fifth = await write_session(root, ws)
-                assert fifth["rest"]["status"] == "nonconform"
-                assert fifth["rest"]["errors"] == {"TR": {"expect": 2000.0, "have": 1300.0}}
-                assert {n for n, s in statuses(fifth).items() if s != "conform"} == {"rest"}
+                yield url, ws
             stop.set()
+
+
+async def test_a_wrong_series_is_flagged_until_a_person_accepts_it(tmp_path: Path) -> None:
+    root, db = tmp_path / "scanner", tmp_path / "db.sqlite"
+    async with serving(root, db) as (url, ws):
+        first = await write_session(root, ws)  # an empty database learns
+        assert set(statuses(first).values()) == {"no_template"}
+        second = await write_session(root, ws, rest={"TR": 2000.0})
+        assert second["rest"]["status"] == "nonconform"
+        assert second["rest"]["errors"] == {"TR": {"expect": 1300.0, "have": 2000.0}}
+        third = await write_session(root, ws)
+        # the wrong series did not vote: the good session conforms, all of it
+        assert set(statuses(third).values()) == {"conform"}, errors(third)
+
+        # a person accepts session 2's rest as intended
+        key = second["rest"]["series"]
+        assert await http_json(f"{url}/api/series/{key}/accept", {"reason": " "}) == 400
+        assert await http_json(f"{url}/api/series/{key}/accept",
+                               {"reason": "TR 2000 from now on"}) == 400  # who?
+        assert await http_json(f"{url}/api/series/nope:3/accept",
+                               {"reason": "r", "by": "ana"}) == 404
+        change = await http_json(f"{url}/api/series/{key}/accept",
+                                 {"reason": "TR 2000 from now on", "by": "ana"})
+        assert change["kind"] == "accepted" and change["by"] == "ana"
+        shown = await until(ws, "new")  # the series' verdict, replaced
+        assert shown["series"] == key
+        assert shown["content"]["status"] == "accepted"
+        assert shown["content"]["note"] == "accepted: TR 2000 from now on"
+        accepted = (await until(ws, "accepted"))["content"]
+        assert accepted["series"] == key and accepted["params"]["TR"] == 2000.0
+
+        fourth = await write_session(root, ws, rest={"TR": 2000.0})
+        assert set(statuses(fourth).values()) == {"conform"}, errors(fourth)
+        fifth = await write_session(root, ws)
+        assert fifth["rest"]["status"] == "nonconform"
+        assert fifth["rest"]["errors"] == {"TR": {"expect": 2000.0, "have": 1300.0}}
+        assert {n for n, s in statuses(fifth).items() if s != "conform"} == {"rest"}
     with Store(db) as store:
         history = store.history("MRQART_test", "rest")
     assert [(h["kind"], h["params"]["TR"], h["by"], h["reason"]) for h in history] == [
@@ -109,33 +120,24 @@ XA = "syngo MR XA30"
 
 async def test_a_software_upgrade_is_announced_once_per_sequence(tmp_path: Path) -> None:
     root = tmp_path / "scanner"
-    root.mkdir()
-    config = Config(roots=(root,), db=tmp_path / "db.sqlite", port=0, flush_seconds=0.05)
-    # After the upgrade the scanner records the sequence files under a new path and
-    # TA differently: every series differs.
-    upgraded = {s["name"]: {"SoftwareVersions": XA, "SequenceFile": "%SiemensSeq%/xa30_seq",
-                            "TA": "TA 9:99"} for s in synth.PROTOCOL}
-    stop = trio.Event()
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(lambda task_status: run_service(
-                config, stop=stop, task_status=task_status))
-            async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
-                await write_session(root, ws)  # E11
-                after = await write_session(root, ws, **upgraded)
-                assert set(statuses(after).values()) == {"software_changed"}, statuses(after)
-                notes = {v["note"] for v in after.values()}
-                assert notes == {f"first series since the software changed from syngo MR E11 to {XA}"}
-                assert set(after["rest"]["errors"]) == {"SequenceFile", "TA"}  # still there
-                # announced once: the next session on XA30 is compared as usual
-                again = await write_session(root, ws, **upgraded)
-                assert set(statuses(again).values()) == {"nonconform"}
-                assert not any("note" in v for v in again.values())
-                # a person accepts the new sets once (one series of each sequence)
-                for verdict in after.values():
-                    assert (await http_json(f"{url}/api/series/{verdict['series']}/accept",
-                                            {"reason": "XA30 upgrade", "by": "ana"}))["kind"]
-                    await until(ws, "accepted")  # after the replaced verdict ("new")
-                final = await write_session(root, ws, **upgraded)
-                assert set(statuses(final).values()) == {"conform"}, errors(final)
-            stop.set()
+    # After the upgrade the scanner writes XA enhanced files, and records the sequence
+    # files under a new path: every series differs.
+    upgraded = {s["name"]: {"SequenceFile": "%SiemensSeq%/xa30_seq"} for s in synth.PROTOCOL}
+    async with serving(root, tmp_path / "db.sqlite") as (url, ws):
+        await write_session(root, ws)  # E11
+        after = await write_session(root, ws, "xa", **upgraded)
+        assert set(statuses(after).values()) == {"software_changed"}, statuses(after)
+        notes = {v["note"] for v in after.values()}
+        assert notes == {f"first series since the software changed from syngo MR E11 to {XA}"}
+        assert set(after["rest"]["errors"]) == {"SequenceFile"}  # still there to read
+        # announced once: the next session on XA30 is compared as usual
+        again = await write_session(root, ws, "xa", **upgraded)
+        assert set(statuses(again).values()) == {"nonconform"}
+        assert not any("note" in v for v in again.values())
+        # a person accepts the new sets once (one series of each sequence)
+        for verdict in after.values():
+            assert (await http_json(f"{url}/api/series/{verdict['series']}/accept",
+                                    {"reason": "XA30 upgrade", "by": "ana"}))["kind"]
+            await until(ws, "accepted")  # after the replaced verdict ("new")
+        final = await write_session(root, ws, "xa", **upgraded)
+        assert set(statuses(final).values()) == {"conform"}, errors(final)
