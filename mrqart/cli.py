@@ -600,7 +600,7 @@ def _who(args: argparse.Namespace) -> str:
     return args.by or getpass.getuser()
 
 
-def _all_sets(store: Store) -> list[dict[str, Any]]:
+def _all_sets(store: BaseStore) -> list[dict[str, Any]]:
     """Every set of every template that has competitors, the template first."""
     return [s for t in store.templates() if t["n_sets"] > 1
             for s in store.param_sets(t["project"], t["sequence_name"])]
@@ -666,7 +666,7 @@ def _print_history(args: argparse.Namespace, history: list[dict[str, Any]]) -> i
     return 0
 
 
-def _accept(args: argparse.Namespace, store: Store) -> int:
+def _accept(args: argparse.Namespace, store: BaseStore) -> int:
     session, _, number = args.series.rpartition(":")
     if not session or not number.lstrip("-").isdigit():
         print(f"mrqart templates accept: {args.series!r}: give SESSION:NUMBER", file=sys.stderr)
@@ -685,7 +685,7 @@ def _accept(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-def _template_file(args: argparse.Namespace, store: Store) -> int:
+def _template_file(args: argparse.Namespace, store: BaseStore) -> int:
     import tomllib
 
     from mrqart.rules.check import DEFAULT_RULES, load_rules
@@ -717,7 +717,7 @@ def _template_file(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-def _pin(args: argparse.Namespace, store: Store) -> int:
+def _pin(args: argparse.Namespace, store: BaseStore) -> int:
     from mrqart.headers import Unreadable, read_header
 
     header = None

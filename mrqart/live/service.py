@@ -42,9 +42,9 @@ from mrqart.report import Period, load_exclusions, pages
 from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name
 from mrqart.rules.compliance import Compliance
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
+from mrqart.rules.templates import accepted_result, announce_software_change, software_change, votes
 from mrqart.store import BaseStore as Store
 from mrqart.store import database_errors, open_store
-from mrqart.rules.templates import accepted_result, announce_software_change, software_change, votes
 
 if TYPE_CHECKING:
     from mrqart.ingest.dicomnode import DicomNode
