@@ -313,6 +313,16 @@ async def test_accounts_roles_sessions_and_patient_data(
                 r = await call(url, pin, method="POST", body={"from_session": "1.2.live.0"},
                                headers=own, cookie=cookies["phil"])
                 assert r.status == 200 and r.json()["pinned"] is True
+                # accepting a template change is the physicist's; by the signed-in name
+                key = (await call(url, "/api/stations/AWP167046/series",
+                                  cookie=cookies["phil"])).json()[0]["series"]
+                accept = f"/api/series/{key}/accept"
+                body = {"reason": "intended", "by": "someone else"}
+                assert (await call(url, accept, method="POST", body=body, headers=own,
+                                   cookie=cookies["otto"])).status == 403
+                r = await call(url, accept, method="POST", body=body, headers=own,
+                               cookie=cookies["phil"])
+                assert r.status == 200 and r.json()["by"] == "phil"
 
             # the viewer's API answers carry no patient name either; the operator's do
             for path in ("/state", "/api/stations/AWP167046/series"):
