@@ -355,3 +355,64 @@ async def test_alarm_sound_is_the_generated_file_and_is_served() -> None:
     assert await response.get_data() == committed
 
 
+
+
+async def test_desktop_notification_once_allowed(server: ChecklistServer, browser: Page) -> None:
+    wall_session(server, tr=1300)
+    with trio.fail_after(TIMEOUT):
+        await open_page(browser, f"{server.url}/station/{STATION}")
+        # Not asked yet: the header offers the button (a browser asks on a click only).
+        assert await browser.evaluate("document.getElementById('notify-enable').hidden") is False
+        await browser.send("Browser.grantPermissions", permissions=["notifications"],
+                           origin=server.url)
+        assert await browser.evaluate("Notification.permission") == "granted"
+        server.send({"station": STATION, "type": "alert", "content": alert(
+            "incomplete", "ep2d_bold_rest series 5 incomplete: 80 of 100", 5)})
+        await browser.wait_for("document.body.dataset.notified === '1'")
+        assert browser.errors == []
+
+
+async def test_accepted_series_leaves_the_alarm(server: ChecklistServer, browser: Page) -> None:
+    wall_session(server)
+    rest = key(5)
+    order = "[...document.querySelectorAll('.series')].map(e => e.dataset.key).join()"
+    with trio.fail_after(TIMEOUT):
+        await open_page(browser, f"{server.url}/station/{STATION}")
+        await browser.wait_for("!document.getElementById('alarm').hidden")
+        before = await browser.evaluate(order)
+        # Accepted as intended on another console: the service sends the new verdict.
+        content = dict(server.series[STATION][2]["content"])  # series 5 (newest first)
+        assert content["input"]["SeriesNumber"] == 5
+        accepted = {**content, "conforms": True, "status": "accepted", "errors": {},
+                    "note": "accepted: new protocol version",
+                    "accepted": {"reason": "new protocol version", "by": "jo", "at": "x",
+                                 "changes": content["errors"]}}
+        server.send({"station": STATION, "type": "new", "series": rest, "content": accepted})
+        await browser.wait_for("document.getElementById('alarm').hidden")
+        assert (await browser.evaluate(LINES))["ep2d_bold_rest"] == [
+            "accepted", "accepted: new protocol version"]
+        assert await texts(browser, "#checklist-summary") == ["7 of 7 acquired"]
+        assert await browser.evaluate(order) == before  # it keeps its place
+        assert await texts(browser, f"[data-key='{rest}'] .verdict") == ["✓ ACCEPTED"]
+        assert await texts(browser, "#alert-list .ack-note") == ["accepted as intended"]
+        assert await browser.evaluate("document.querySelector('#alert-list .ack-open').hidden") is True
+        assert browser.errors == []
+
+
+async def test_a_field_the_scanner_does_not_record_is_not_red(
+    server: ChecklistServer, browser: Page
+) -> None:
+    # headers' not_recorded: this scanner never writes TA; the check does not flag it.
+    content = check_result(TEMPLATE, SeriesNumber=1, TA="null", AcqDate=TODAY)
+    content["errors"].pop("TA")
+    content.update(conforms=True, status="conform")
+    content["input"]["not_recorded"] = ["TA"]
+    server.add(STATION, key(1), content)
+    row = ("[...document.querySelectorAll('.params tr')].filter(r => r.cells[0].textContent === 'TA')"
+           ".map(r => [r.className, ...[...r.cells].map(c => c.textContent)])")
+    with trio.fail_after(TIMEOUT):
+        await open_page(browser, f"{server.url}/station/{STATION}")
+        assert await browser.evaluate(row) == [
+            ["not-recorded", "TA", "not recorded by this scanner", "TA 06:32"]]
+        assert await texts(browser, ".series .problems li") == []
+        assert browser.errors == []

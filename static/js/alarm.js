@@ -5,7 +5,8 @@
 // already open when the page loads.
 //
 // Test hooks on <body>: data-alarm = the number of open alerts; data-announced = the
-// number of alerts announced (sound and notification) since the page opened.
+// number of alerts announced since the page opened; data-notified = the number of
+// desktop notifications shown.
 
 import { state } from "./model.js";
 import { ui } from "./ui.js";
@@ -15,6 +16,7 @@ const SOUND_KEY = "mrqart.sound";
 const announced = new Set(); // alert ids already announced (or open at the first sync)
 let baseTitle = "mrqart";
 let count = 0;
+let notified = 0;
 
 /** The switch, read from and written to localStorage; the notification button. */
 export function wireAlarmSettings() {
@@ -56,6 +58,8 @@ export function announce() {
     if (ui.soundSwitch.checked) play();
     if ("Notification" in window && Notification.permission === "granted") {
       new Notification(`mrqart ${rec.station}`, { body: rec.alert.text, tag: rec.alert.id });
+      notified += 1;
+      document.body.dataset.notified = String(notified);
     }
   }
   flashTitle();

@@ -95,13 +95,16 @@ function fillAlert(rec) {
   if (!el) return;
   el.dataset.id = alert.id;
   el.dataset.kind = alert.kind;
-  el.dataset.acked = ack ? "1" : "0";
   el.querySelector(".icon").textContent = alert.kind === "nonconform" ? "✗" : "⚠";
   el.querySelector(".text").textContent = alert.text;
   el.querySelector(".where").textContent = state.view ? "" : `  ·  ${rec.station}`;
-  el.querySelector(".ack-note").textContent = ack ? `acknowledged ${fmtAt(ack.at)}: ${ack.reason}` : "";
-  if (ack) el.querySelector(".ack-form").hidden = true;
-  el.querySelector(".ack-open").hidden = Boolean(ack) || !el.querySelector(".ack-form").hidden;
+  // A series that differed and was accepted as intended since needs no acknowledgement.
+  const accepted = alert.kind === "nonconform" && !isOpen(rec) && !ack;
+  el.dataset.acked = ack || accepted ? "1" : "0";
+  el.querySelector(".ack-note").textContent = ack ? `acknowledged ${fmtAt(ack.at)}: ${ack.reason}`
+    : accepted ? "accepted as intended" : "";
+  if (ack || accepted) el.querySelector(".ack-form").hidden = true;
+  el.querySelector(".ack-open").hidden = Boolean(ack || accepted) || !el.querySelector(".ack-form").hidden;
 }
 
 /** Put each alert element in its place: open ones in the banner, the others in the list,

@@ -12,7 +12,9 @@ import { differences, notRecorded } from "./verdict.js";
 
 const TABLE_ROWS = 9; // two side-by-side tables for the 17 parameters
 
-const VERDICT = { conform: "✓ OK", nonconform: "✗ DIFFERS", no_template: "NO TEMPLATE" };
+const VERDICT = {
+  conform: "✓ OK", nonconform: "✗ DIFFERS", no_template: "NO TEMPLATE", accepted: "✓ ACCEPTED",
+};
 
 /** The card of a series record (model.putSeries), cached on the record as rec.el. */
 export function buildCard(rec) {
@@ -46,7 +48,9 @@ export function buildCard(rec) {
   problems.hidden = wrong.length === 0;
 
   const note = el.querySelector(".note");
-  if (status === "no_template") {
+  if (status === "accepted") {
+    note.textContent = `accepted as intended: ${fmt(content.accepted?.reason)}`;
+  } else if (status === "no_template") {
     note.textContent = `No template yet for ${fmt(input.Project)} × ${fmt(input.SequenceName)}: nothing to compare against.`;
   } else {
     note.hidden = true;

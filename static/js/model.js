@@ -59,13 +59,17 @@ export function putSeries(name, key, content, nFiles, { live }) {
     nFiles, el: null, rank: ++state.rank,
   };
   const i = st.series.findIndex((r) => r.key === rec.key);
-  if (i >= 0) {
-    // A message queued during a sync may be older than the synced count: never go back.
-    rec.nFiles = Math.max(rec.nFiles ?? 0, st.series[i].nFiles ?? 0);
-    st.counts[st.series[i].status] -= 1;
-    st.series.splice(i, 1);
-  }
   st.counts[rec.status] = (st.counts[rec.status] ?? 0) + 1;
+  if (i >= 0) {
+    // A new verdict for a series we have (accepted as intended, or a message queued
+    // during a sync): it keeps its place, and its count never goes back.
+    const old = st.series[i];
+    rec.nFiles = Math.max(rec.nFiles ?? 0, old.nFiles ?? 0);
+    rec.rank = old.rank;
+    st.counts[old.status] -= 1;
+    st.series[i] = rec;
+    return rec;
+  }
   st.series.unshift(rec);
   st.series.length = Math.min(st.series.length, MAX_SERIES);
   if (live) {
