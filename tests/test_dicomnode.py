@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ from mrqart import synth
 from mrqart.headers import read_header
 from mrqart.ingest.dicomnode import (
     STATUS_CANNOT_STORE,
+    STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
     Allow,
     DicomNode,
@@ -28,8 +35,19 @@ from mrqart.ingest.dicomnode import (
     remove_stale_temps,
     study_dir,
 )
-from mrqart.live.service import Config, run_service
-from tests.test_service import free_port, http_json, learn_template
+from mrqart.live.service import FILE_BUFFER, Config, Pipeline, run_service
+from mrqart.store import Store
+from tests.faultkit import poll, series_rows, start_service
+from tests.test_faults import fill
+from tests.test_service import (
+    TODAY,
+    free_port,
+    http_json,
+    learn_template,
+    next_message,
+    start_cli,
+    station_series,
+)
 
 # dcmtk's tools, by path: pynetdicom installs Python scripts of the same names on PATH.
 STORESCU = "/usr/bin/storescu"
@@ -283,3 +301,302 @@ async def test_allow_list_rejects_other_ae_titles(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
     assert node.statistics().refused == 1
     assert received(tmp_path / "recv") == []
+
+
+# -- failures, shutdown and kill -9, through the whole service --------------------------
+async def mounted_tmpfs(directory: Path, options: str) -> None:
+    directory.mkdir()
+    done = await run_tool("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory))
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+
+
+@pytest.mark.faults
+async def test_a_full_receive_disk_answers_out_of_resources_and_counts_nothing(
+    tmp_path: Path,
+) -> None:
+    """The receive directory's filesystem (a 1 MB tmpfs, outside the watched root) is
+    full: the C-STORE gets 0xA700, nothing reaches the pipeline; with space back, the
+    scanner's retry is stored and counted once."""
+    disk = tmp_path / "disk"
+    await mounted_tmpfs(disk, "size=1m")
+    try:
+        root = tmp_path / "scanner"
+        root.mkdir()
+        path = tmp_path / "one.dcm"
+        synth.write_dicom(path, SeriesNumber=4, InstanceNumber=1)
+        await trio.to_thread.run_sync(fill, disk)
+        config = Config(roots=(root,), db=tmp_path / "db.sqlite", port=0,
+                        dicom_port=free_port(), dicom_dir=disk)
+        stop = trio.Event()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(lambda task_status: run_service(
+                    config, stop=stop, task_status=task_status))
+                assert await trio.to_thread.run_sync(
+                    pynetdicom_store, config.dicom_port, [path]) == [STATUS_OUT_OF_RESOURCES]
+                assert (await http_json(url + "/healthz"))["files_seen"] == 0
+                (disk / "filler").unlink()
+                async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
+                    assert await trio.to_thread.run_sync(
+                        pynetdicom_store, config.dicom_port, [path]) == [STATUS_SUCCESS]
+                    new = await next_message(ws, type="new")
+                assert new["series"] == f"{STUDY}:4"
+                health = await http_json(url + "/healthz")
+                stop.set()
+        assert health["files_seen"] == 1
+        assert [p.name for p in received(disk)] == ["001_000004_000001.dcm"]
+    finally:
+        with trio.CancelScope(shield=True):
+            await run_tool("umount", "-l", str(disk))
+
+
+@pytest.mark.faults
+async def test_a_read_only_receive_disk_answers_failure(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    await mounted_tmpfs(disk, "ro,size=1m")
+    try:
+        path = tmp_path / "one.dcm"
+        synth.write_dicom(path)
+        node = DicomNode(disk, port=0)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(node.run)
+                statuses = await trio.to_thread.run_sync(pynetdicom_store, port, [path] * 3)
+                nursery.cancel_scope.cancel()
+        assert statuses == [STATUS_CANNOT_STORE] * 3
+        assert node.statistics().failed == 3 and received(disk) == []
+    finally:
+        with trio.CancelScope(shield=True):
+            await run_tool("umount", "-l", str(disk))
+
+
+def open_association(port: int) -> Any:
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MRQART")
+    assert assoc.is_established
+    return assoc
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.faults
+async def test_sigterm_stops_accepting_and_lets_the_running_association_finish(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "scanner"
+    root.mkdir()
+    db = tmp_path / "db.sqlite"
+    paths = []
+    for i in (1, 2):
+        paths.append(tmp_path / f"{i}.dcm")
+        synth.write_dicom(paths[-1], SeriesNumber=3, InstanceNumber=i, AcqDate=TODAY)
+    dicom_port = free_port()
+    service = await start_service(root, db, tmp_path / "log",
+                                  args=("--dicom-port", str(dicom_port)))
+    try:
+        with trio.fail_after(30):
+            assoc = await trio.to_thread.run_sync(open_association, dicom_port)
+            first = await trio.to_thread.run_sync(lambda: assoc.send_c_store(dcmread(paths[0])))
+            assert first.Status == STATUS_SUCCESS
+            service.proc.send_signal(signal.SIGTERM)
+            await poll(lambda: trio.to_thread.run_sync(refused, dicom_port))
+            # no new association, but the running one goes on...
+            second = await trio.to_thread.run_sync(lambda: assoc.send_c_store(dcmread(paths[1])))
+            assert second.Status == STATUS_SUCCESS
+            await trio.to_thread.run_sync(assoc.release)
+            # ...and the process ends once it is released
+            assert await trio.to_thread.run_sync(service.proc.wait, 10) == 0
+    finally:
+        service.proc.kill()
+    lines = service.log_lines("association from AE 'SCANNER'")
+    assert len(lines) == 1 and "2 instances stored, 0 failed" in lines[0], lines
+    # both files went through the pipeline before it stopped
+    assert [(n, count) for _, n, count in series_rows(db)] == [(3, 2)]
+
+
+@pytest.mark.faults
+async def test_kill_9_during_a_transfer_then_restart_counts_each_instance_once(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "scanner"
+    root.mkdir()
+    db = tmp_path / "db.sqlite"
+    src = synth.write_session(tmp_path / "src", scale=0.3)
+    per_series = expected_counts(src)
+    total = sum(per_series.values())
+    recv = root / "dicomnode"
+    dicom_port = free_port()
+    args = ("--dicom-port", str(dicom_port))
+
+    def files_received() -> list[Path]:
+        return [p for p in recv.rglob("*.dcm")] if recv.exists() else []
+
+    service = await start_service(root, db, tmp_path / "log1", args=args)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_tool, STORESCU, "-aec", "MRQART", "+sd", "+r",
+                                   "127.0.0.1", str(dicom_port), str(src))
+                await poll(lambda: trio.to_thread.run_sync(
+                    lambda: len(files_received()) > total // 4))
+                service.proc.kill()  # SIGKILL in the middle of the transfer
+                await trio.to_thread.run_sync(service.proc.wait)
+    finally:
+        service.proc.kill()
+    before = files_received()
+    assert 0 < len(before) < total
+    # no half-written file under a name the watcher would read
+    for path in before:
+        assert isinstance(read_header(path), dict), path
+
+    service = await start_service(root, db, tmp_path / "log2", args=args)
+    try:
+        with trio.fail_after(60):
+            # the scanner sends the whole session again
+            again = await run_tool(STORESCU, "-aec", "MRQART", "+sd", "+r",
+                                   "127.0.0.1", str(dicom_port), str(src))
+            assert again.returncode == 0, again.stderr
+
+            async def complete() -> list[dict[str, Any]] | None:
+                series = await station_series(service.url, "AWP167046")
+                counts = {s["series_number"]: s["n_files"] for s in series}
+                return series if counts == per_series else None
+
+            series = await poll(complete)
+            health = await service.health()
+    finally:
+        assert await service.stop() == 0
+    assert len(series) == len(per_series)  # each series once
+    assert health["unreadable"] == 0
+    assert len(files_received()) == total
+    assert not list(recv.rglob("*.part"))  # stale temp files removed at the restart
+    assert sorted((n, c) for _, n, c in series_rows(db)) == sorted(per_series.items())
+
+
+class StalledStore(Store):
+    """A real store whose template lookups wait until ``release`` is set: a session task
+    stuck behind a slow database, so the pipeline falls behind."""
+
+    release = threading.Event()
+
+    def template(self, project: str, sequence_name: str) -> dict[str, Any] | None:
+        self.release.wait()
+        return super().template(project, sequence_name)
+
+
+def send_datasets(port: int, datasets: list[Any]) -> list[int]:
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MRQART")
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+async def test_a_pipeline_that_is_behind_holds_the_c_store_back(tmp_path: Path) -> None:
+    """End to end backpressure: the session task is stuck on the first file, the
+    watcher's channel fills to half, and the next C-STORE waits (no file written, no
+    answer) until the pipeline moves again; then every instance is stored and counted."""
+    root = tmp_path / "scanner"
+    root.mkdir()
+    first = tmp_path / "first.dcm"
+    synth.write_dicom(first, SeriesNumber=9, InstanceNumber=1, AcqDate=TODAY)
+    datasets = []
+    for i in range(1, 201):
+        ds = dcmread(first)
+        ds.InstanceNumber, ds.SOPInstanceUID = i, f"{ds.SOPInstanceUID}.{i}"
+        datasets.append(ds)
+    config = Config(roots=(root,), db=tmp_path / "db.sqlite", catch_up=False)
+    StalledStore.release.clear()
+    pipeline = Pipeline(config, open_store=StalledStore)
+    node = DicomNode(root / "dicomnode", port=0, room=pipeline.wait_for_room)
+    statuses: list[int] = []
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pipeline.run)
+                port = await nursery.start(node.run)
+
+                async def send() -> None:
+                    statuses.extend(await trio.to_thread.run_sync(send_datasets, port, datasets))
+
+                nursery.start_soon(send)
+                await poll(lambda: trio.to_thread.run_sync(lambda: node.statistics().waiting))
+                stalled_at = node.statistics().stored
+                assert FILE_BUFFER // 2 <= stalled_at < len(datasets)
+                assert statuses == []
+                StalledStore.release.set()
+                await poll(lambda: trio.to_thread.run_sync(
+                    lambda: pipeline.health()["files_seen"] == len(datasets)))
+                nursery.cancel_scope.cancel()
+    finally:
+        StalledStore.release.set()
+    assert statuses == [STATUS_SUCCESS] * len(datasets)
+    assert pipeline.state.series_of("AWP167046")[0]["n_files"] == len(datasets)
+
+
+# -- the command line and the hypercorn deploy ---------------------------------------------
+def test_a_node_off_loopback_without_allow_list_does_not_start(tmp_path: Path) -> None:
+    root = tmp_path / "scanner"
+    root.mkdir()
+    proc = start_cli(["run", str(root), "--host", "0.0.0.0", "--port", "0", "--db",
+                      str(tmp_path / "db.sqlite"), "--dicom-port", str(free_port())])
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "--dicom-allow" in err and "mrqart stopped:" in err, err
+
+
+def test_a_bad_allow_entry_is_a_usage_error(tmp_path: Path) -> None:
+    proc = start_cli(["run", str(tmp_path), "--dicom-port", "11112",
+                      "--dicom-allow", "SCANNER@scanner.example.org"])
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "not an IP address" in err
+
+
+def start_hypercorn(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind",
+         f"127.0.0.1:{port}", "mrqart.live.service:app_from_env()"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_deployed_under_hypercorn_the_node_answers(tmp_path: Path) -> None:
+    root = tmp_path / "scanner"
+    root.mkdir()
+    port, dicom_port = free_port(), free_port()
+    proc = await trio.to_thread.run_sync(start_hypercorn, port, {
+        "MRQART_WATCH": str(root), "MRQART_DB": str(tmp_path / "db.sqlite"),
+        "MRQART_DICOM_PORT": str(dicom_port), "MRQART_AE_TITLE": "QANODE"})
+    path = tmp_path / "one.dcm"
+    synth.write_dicom(path, SeriesNumber=6)
+    try:
+        with trio.fail_after(30):
+            async def echoed() -> bool:
+                done = await run_tool(ECHOSCU, "-aec", "QANODE", "127.0.0.1", str(dicom_port))
+                return done.returncode == 0
+
+            await poll(echoed)
+            stored = await run_tool(STORESCU, "-aec", "QANODE", "127.0.0.1", str(dicom_port),
+                                    str(path))
+            assert stored.returncode == 0, stored.stderr
+
+            async def counted() -> bool:
+                return bool(await station_series(f"http://127.0.0.1:{port}", "AWP167046"))
+
+            await poll(counted)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await trio.to_thread.run_sync(proc.wait, 10)
+    assert [p.name for p in received(root / "dicomnode")] == ["001_000006_000001.dcm"]
