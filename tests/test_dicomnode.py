@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage
 from trio_websocket import open_websocket_url
@@ -129,14 +129,22 @@ async def run_tool(*argv: str) -> trio.CompletedProcess[bytes]:
                                   check=False)
 
 
-def pynetdicom_store(port: int, paths: list[Path], ae_title: str = "PYSCU") -> list[int]:
-    """Send ``paths`` in one association with pynetdicom's SCU; their statuses. Blocking."""
-    ae = AE(ae_title=ae_title)
+def open_association(port: int) -> Any:
+    """An association from pynetdicom's SCU (AE title SCANNER) to the node. Blocking."""
+    ae = AE(ae_title="SCANNER")
     ae.add_requested_context(MRImageStorage)
     assoc = ae.associate("127.0.0.1", port, ae_title="MRQART")
     assert assoc.is_established
+    return assoc
+
+
+def pynetdicom_store(port: int, items: list[Path] | list[Dataset]) -> list[int]:
+    """Send files or data sets in one association with pynetdicom's SCU; their
+    statuses. Blocking."""
+    assoc = open_association(port)
     try:
-        return [int(assoc.send_c_store(dcmread(p)).Status) for p in paths]
+        return [int(assoc.send_c_store(dcmread(x) if isinstance(x, Path) else x).Status)
+                for x in items]
     finally:
         assoc.release()
 
@@ -247,31 +255,39 @@ def expected_counts(session: Path) -> dict[int, int]:
     return dict(Counter(int(p.name.split("_")[1]) for p in session.iterdir()))
 
 
-async def test_storescu_to_the_service_flags_the_wrong_series(tmp_path: Path) -> None:
-    root = tmp_path / "scanner"
-    root.mkdir()
-    db = tmp_path / "db.sqlite"
-    learn_template(db, tmp_path, SequenceName="rest", TR=1300.0)
-    src = synth.write_session(tmp_path / "src", scale=0.05, wrong={"rest": {"TR": 2000.0}})
-    per_series = expected_counts(src)
-    study = dcmread(next(src.iterdir())).StudyInstanceUID
-    dicom_port = free_port()
-    config = Config(roots=(root,), db=db, port=0, dicom_port=dicom_port)
+async def storescu_to_service(
+    tmp_path: Path, expected: dict[str, int], *inputs: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the service with a DICOM node on ``tmp_path/scanner``, check that it answers
+    C-ECHO, send ``inputs`` with storescu in one association, and read /ws until every
+    series key in ``expected`` has its count: (the messages, /healthz)."""
+    (tmp_path / "scanner").mkdir()
+    config = Config(roots=(tmp_path / "scanner",), db=tmp_path / "db.sqlite", port=0,
+                    dicom_port=free_port())
+    address = ("127.0.0.1", str(config.dicom_port))
     stop = trio.Event()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             url = await nursery.start(lambda task_status: run_service(
                 config, stop=stop, task_status=task_status))
             async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
-                echo = await run_tool(ECHOSCU, "-aec", "MRQART", "127.0.0.1", str(dicom_port))
+                echo = await run_tool(ECHOSCU, "-aec", "MRQART", *address)
                 assert echo.returncode == 0, echo.stderr
-                store = await run_tool(STORESCU, "-aec", "MRQART", "+sd", "+r",
-                                       "127.0.0.1", str(dicom_port), str(src))
+                store = await run_tool(STORESCU, "-aec", "MRQART", "+sd", "+r", *address, *inputs)
                 assert store.returncode == 0, store.stderr
-                messages = await collect_until(
-                    ws, {f"{study}:{n}": count for n, count in per_series.items()})
+                messages = await collect_until(ws, expected)
             health = await http_json(url + "/healthz")
             stop.set()
+    return messages, health
+
+
+async def test_storescu_to_the_service_flags_the_wrong_series(tmp_path: Path) -> None:
+    learn_template(tmp_path / "db.sqlite", tmp_path, SequenceName="rest", TR=1300.0)
+    src = synth.write_session(tmp_path / "src", scale=0.05, wrong={"rest": {"TR": 2000.0}})
+    per_series = expected_counts(src)
+    study = dcmread(next(src.iterdir())).StudyInstanceUID
+    messages, health = await storescu_to_service(
+        tmp_path, {f"{study}:{n}": count for n, count in per_series.items()}, str(src))
     news = [m for m in messages if m["type"] == "new"]
     # every series announced once, with its verdict; only "rest" is wrong
     assert sorted(m["series"] for m in news) == sorted(f"{study}:{n}" for n in per_series)
@@ -280,7 +296,7 @@ async def test_storescu_to_the_service_flags_the_wrong_series(tmp_path: Path) ->
     assert verdicts["rest"]["errors"]["TR"] == {"expect": 1300.0, "have": 2000.0}
     assert all(v["status"] != "nonconform" for k, v in verdicts.items() if k != "rest")
     # every instance received once: one file each, each seen once by the pipeline
-    files = received(root / "dicomnode")
+    files = received(tmp_path / "scanner" / "dicomnode")
     assert len(files) == sum(per_series.values())
     assert health["files_seen"] == len(files)
     assert health["unreadable"] == 0
@@ -299,25 +315,11 @@ async def test_real_scanner_files_arrive_whole_and_counted(tmp_path: Path) -> No
     expected = Counter(
         f"{ds.StudyInstanceUID}:{ds.SeriesNumber}"
         for ds in (dcmread(p, stop_before_pixels=True) for p in originals))
-    root = tmp_path / "scanner"
-    root.mkdir()
-    config = Config(roots=(root,), db=tmp_path / "db.sqlite", port=0, dicom_port=free_port())
-    stop = trio.Event()
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(lambda task_status: run_service(
-                config, stop=stop, task_status=task_status))
-            async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
-                store = await run_tool(STORESCU, "-aec", "MRQART", "127.0.0.1",
-                                       str(config.dicom_port), *map(str, originals))
-                assert store.returncode == 0, store.stderr
-                messages = await collect_until(ws, dict(expected))
-            health = await http_json(url + "/healthz")
-            stop.set()
+    messages, health = await storescu_to_service(tmp_path, dict(expected), *map(str, originals))
     assert sorted(m["series"] for m in messages if m["type"] == "new") == sorted(expected)
     assert health["files_seen"] == len(originals) and health["unreadable"] == 0
     by_uid = {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in originals}
-    got = received(root / "dicomnode")
+    got = received(tmp_path / "scanner" / "dicomnode")
     assert len(got) == len(originals)
     for copy in got:
         original = by_uid[dcmread(copy, stop_before_pixels=True).SOPInstanceUID]
@@ -407,14 +409,6 @@ async def test_a_read_only_receive_disk_answers_failure(tmp_path: Path) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await run_tool("umount", "-l", str(disk))
-
-
-def open_association(port: int) -> Any:
-    ae = AE(ae_title="SCANNER")
-    ae.add_requested_context(MRImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title="MRQART")
-    assert assoc.is_established
-    return assoc
 
 
 def refused(port: int) -> bool:
@@ -530,17 +524,6 @@ class StalledStore(Store):
         return super().template(project, sequence_name)
 
 
-def send_datasets(port: int, datasets: list[Any]) -> list[int]:
-    ae = AE(ae_title="SCANNER")
-    ae.add_requested_context(MRImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title="MRQART")
-    assert assoc.is_established
-    try:
-        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
-    finally:
-        assoc.release()
-
-
 async def test_a_pipeline_that_is_behind_holds_the_c_store_back(tmp_path: Path) -> None:
     """End to end backpressure: the session task is stuck on the first file, the
     watcher's channel fills to half, and the next C-STORE waits (no file written, no
@@ -566,7 +549,7 @@ async def test_a_pipeline_that_is_behind_holds_the_c_store_back(tmp_path: Path) 
                 port = await nursery.start(node.run)
 
                 async def send() -> None:
-                    statuses.extend(await trio.to_thread.run_sync(send_datasets, port, datasets))
+                    statuses.extend(await trio.to_thread.run_sync(pynetdicom_store, port, datasets))
 
                 nursery.start_soon(send)
                 await poll(lambda: trio.to_thread.run_sync(lambda: node.statistics().waiting))
@@ -587,7 +570,7 @@ async def test_a_pipeline_that_is_behind_holds_the_c_store_back(tmp_path: Path) 
 def test_a_node_off_loopback_without_allow_list_does_not_start(tmp_path: Path) -> None:
     root = tmp_path / "scanner"
     root.mkdir()
-    proc = start_cli(["run", str(root), "--host", "0.0.0.0", "--port", "0", "--db",
+    proc = start_cli(["run", str(root), "--host", "0.0.0.0", "--no-auth", "--port", "0", "--db",
                       str(tmp_path / "db.sqlite"), "--dicom-port", str(free_port())])
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
