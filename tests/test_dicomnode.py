@@ -439,7 +439,9 @@ async def test_sigterm_stops_accepting_and_lets_the_running_association_finish(
             first = await trio.to_thread.run_sync(lambda: assoc.send_c_store(dcmread(paths[0])))
             assert first.Status == STATUS_SUCCESS
             service.proc.send_signal(signal.SIGTERM)
-            await poll(lambda: trio.to_thread.run_sync(refused, dicom_port))
+            closed = await poll(lambda: trio.to_thread.run_sync(service.log_lines, "closed its port"))
+            assert "waiting for 1 running associations" in closed[0]
+            assert await trio.to_thread.run_sync(refused, dicom_port)
             # no new association, but the running one goes on...
             second = await trio.to_thread.run_sync(lambda: assoc.send_c_store(dcmread(paths[1])))
             assert second.Status == STATUS_SUCCESS

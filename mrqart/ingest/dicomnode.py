@@ -359,6 +359,7 @@ class DicomNode:
 
         # The worker waits on threads that may call back into trio: trio keeps running.
         running = server.active_associations
+        log.info("DICOM node closed its port; waiting for %d running associations", len(running))
         await trio.to_thread.run_sync(join, running)
         late = [a for a in running if a.is_alive()]
         if late:
