@@ -312,3 +312,22 @@ def test_series_sets_name_each_series_parameter_set(month: Store) -> None:
     for r in rows:
         sets = {s["id"]: s["params"] for s in month.param_sets(r["project"], r["sequence_name"])}
         assert sets[r["set_id"]] == param_set_of(headers[(r["session"], r["series_number"])])
+
+
+def test_plots_escape_header_text(tmp_path: Path) -> None:
+    """Series names are header text: the SVG inlined in the page keeps them text."""
+    from mrqart.report import plots
+    from mrqart.synth import DEFAULT_FIELDS
+
+    evil = "<script>alert(1)</script>"
+    with Store(":memory:") as store:
+        for n, fa in enumerate((9.0, 9.0, 12.0)):
+            store.record_series({**DEFAULT_FIELDS, "Project": "P", "SequenceName": evil,
+                                 "StudyUID": f"s{n}", "AcqDate": f"2026112{n}", "FA": fa},
+                                n_files=1, trusted=fa == 9.0)
+        history = project_history(store, "P", Period(dt.date(2026, 11, 1), DAY))
+    (series,) = history.series
+    assert [p.param for p in series.params] == ["FA"]
+    svg = plots.svg_markup(plots.series_figure(series, "svg") or b"")
+    assert svg.startswith("<svg") and "<script" not in svg
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in svg

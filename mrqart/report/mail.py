@@ -207,9 +207,9 @@ def _message(report: Report, settings: MailSettings, to: Sequence[str],
         figures.setdefault(image.project, []).append(Figure(image.caption, src=f"cid:{cid[1:-1]}"))
     msg.add_alternative(to_html(report, figures=figures), subtype="html")
     html_part = msg.get_payload()[1]  # type: ignore[index]
-    for image, cid in zip(mine, cids):
-        html_part.add_related(image.png, "image", "png", cid=cid,
-                              filename=f"{image.caption}.png")
+    for n, (image, cid) in enumerate(zip(mine, cids), start=1):
+        # the caption names a series (header text): keep it out of the MIME headers
+        html_part.add_related(image.png, "image", "png", cid=cid, filename=f"plot{n}.png")
     return msg
 
 

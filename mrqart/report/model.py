@@ -940,18 +940,22 @@ class Reader:
     def _series_history(self, key: tuple[str, str], rows: Sequence[_Judged],
                         accepted: Sequence[AcceptedChange]) -> SeriesHistory:
         template = self.judge.current(rows[-1].project, rows[-1].sequence_name) or {}
+        differing = [{d.param for d in j.differences} for j in rows]
+        when = [(_iso_day(j.day), _clock(j.time)) for j in rows]
         params = []
         for param in template:
             if param in _NAMING or (param in self.rules and self.rules[param].ignore):
                 continue
+            values = [j.header.get(param, NULL) for j in rows]
+            # the values are a parameter set's canonical ones: repr tells them apart
+            if not any(param in d for d in differing) and len(set(map(repr, values))) < 2:
+                continue
             points = tuple(Point(
-                session=j.session, date=_iso_day(j.day), time=_clock(j.time),
-                value=j.header.get(param, NULL),
+                session=j.session, date=date, time=clock, value=value,
                 template=None if j.template is None else j.template.get(param),
-                differs=any(d.param == param for d in j.differences),
-                accepted=j.status == "accepted") for j in rows)
-            if any(p.differs for p in points) or len({fmt(p.value, param) for p in points}) > 1:
-                params.append(ParamHistory(param, template[param], points))
+                differs=param in d, accepted=j.status == "accepted")
+                for j, (date, clock), value, d in zip(rows, when, values, differing))
+            params.append(ParamHistory(param, template[param], points))
         return SeriesHistory(
             sequence_name=rows[-1].sequence_name, n_series=len(rows),
             n_differ=sum(1 for j in rows if j.status == "differ"), params=tuple(params),

@@ -115,8 +115,11 @@ def _panel(ax: Axes, param: ParamHistory, link: Callable[[Point], str] | None,
     ):
         if not chosen:
             continue
+        # clip_on=False: the margins keep points inside, and an SVG point linked without a
+        # clip path of its own is a third of the markup
         dots = ax.scatter([x[i] for i in chosen], [y(points[i].value) for i in chosen],
-                          s=size, c=colour, zorder=3, gid=f"{gid}-{param.param}", label=gid)
+                          s=size, c=colour, zorder=3, gid=f"{gid}-{param.param}", label=gid,
+                          clip_on=False)
         if link is not None:
             dots.set_urls([link(points[i]) for i in chosen])
     accepted = [i for i, p in enumerate(points) if p.accepted]
