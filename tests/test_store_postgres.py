@@ -156,3 +156,25 @@ def test_open_store_picks_the_engine_by_prefix(url: str, engine: str) -> None:
     from mrqart.store import is_postgres
 
     assert is_postgres(url) == (engine == "postgres")
+
+
+def test_a_store_opened_while_the_server_is_away_starts_working_when_it_comes() -> None:
+    from tests.pgserver import new_server
+
+    server = new_server()
+    server.stop()
+    try:
+        store = open_store(server.dsn, wait=False)  # returns at once
+        with pytest.raises(psycopg.OperationalError):
+            store.template("Brain^Wellness", "rest")
+        server.start()
+        for _ in range(100):  # the pool reconnects in the background (backoff ~1 s)
+            try:
+                store.record_series(header("s", 1), n_files=2)
+                break
+            except psycopg.OperationalError:
+                threading.Event().wait(0.1)
+        assert store.session_series("s") == [("RewardedAnti", 2)]  # migrated, recorded
+        store.close()
+    finally:
+        server.stop()

@@ -170,3 +170,20 @@ def test_protocol_is_pinned_else_learnt(store: BaseStore) -> None:
     pinned = store.protocol("brain^wellness")
     assert pinned.pinned and [(e.sequence_name, e.n_files) for e in pinned.expected] == [
         ("rest", None)]
+
+
+def test_stations_with_their_current_session(store: BaseStore) -> None:
+    assert store.stations() == []
+    for session, station, time in (("a1", "SiteA", "090000.000000"),
+                                   ("b1", "SiteB", "093000.000000"),
+                                   ("a2", "SiteA", "110000.000000")):
+        for number, (name, n_files) in enumerate(USUAL[:2], start=1):
+            store.record_series({**DEFAULT_FIELDS, "Project": "Brain^Wellness", "Station": station,
+                                 "SequenceName": name, "SeriesNumber": number,
+                                 "StudyUID": session, "AcqDate": "20261124",
+                                 "AcqTime": time}, n_files=n_files)
+    assert store.stations() == [
+        {"station": "SiteA", "session": "a2", "project": "Brain^Wellness", "n_series": 2,
+         "last_seen": "2026-11-24T11:00:00"},
+        {"station": "SiteB", "session": "b1", "project": "Brain^Wellness", "n_series": 2,
+         "last_seen": "2026-11-24T09:30:00"}]

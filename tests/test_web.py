@@ -38,6 +38,18 @@ async def test_state_and_api(state: SessionState) -> None:
         assert series["status"] == "nonconform"
 
 
+async def test_all_stations_adds_the_databases_others(state: SessionState) -> None:
+    db = [{"station": "AWP1", "session": "old", "n_series": 9, "last_seen": None},
+          {"station": "SiteB", "session": "b1", "project": "P", "n_series": 2,
+           "last_seen": "2026-11-24T09:30:00"}]
+    client = create_app(state, Hub(), all_stations=lambda: db).test_client()
+    with trio.fail_after(5):
+        r = await client.get("/api/stations")
+        here, there = await r.get_json()
+    assert here["station"] == "AWP1" and here["n_series"] == 1  # this process's own view
+    assert there == {**db[1], "remote": True}
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [

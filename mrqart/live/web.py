@@ -5,7 +5,9 @@ session state's JSON views and relay hub messages; they decide nothing.
     GET /station/<station>       the page, opened on one station
     GET /static/<path>           page assets (Quart's static route refuses traversal)
     GET /state                   {station: {"station", "content": CheckResult}}
-    GET /api/stations            [{"station", "n_series", "last_seen"}]
+    GET /api/stations            [{"station", "n_series", "last_seen"}]; with all_stations,
+                                 also every other station in the database (its current
+                                 session: "session", "project", "remote": true)
     GET /api/stations/<station>/series   that station's series, newest first
     GET /api/stations/<station>/checklist   the station's current session vs its protocol
     POST /api/alerts/<id>/ack    {"reason"}: acknowledge an alert
@@ -78,8 +80,11 @@ def create_app(
     static_dir: Path = STATIC_DIR,
     health: Callable[[], dict[str, Any]] = dict,
     guard: access.Guard | None = None,
+    all_stations: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> QuartTrio:
     """The console app over a session state and a hub (both owned by the pipeline).
+    ``all_stations``: the database's stations as the store task last read them (the
+    route never waits on the store).
 
     ``guard`` checks every request (default: this host's browsers only, no accounts)."""
     app = QuartTrio(__name__, static_folder=str(static_dir), static_url_path="/static")
@@ -109,7 +114,11 @@ def create_app(
 
     @app.get("/api/stations")
     async def stations() -> Any:
-        return jsonify(state.stations())
+        here = state.stations()
+        if all_stations is not None:
+            seen = {s["station"] for s in here}
+            here += [{**s, "remote": True} for s in all_stations() if s["station"] not in seen]
+        return jsonify(here)
 
     @app.get("/api/stations/<station>/series")
     async def series(station: str) -> Any:

@@ -13,12 +13,19 @@ import sqlite3
 import sys
 from os import PathLike
 
-from mrqart.store.base import SCHEMA_VERSION, NewerSchemaError, param_set_of
+from mrqart.store.base import (
+    PROTOCOLS,
+    SCHEMA_VERSION,
+    TEMPLATES,
+    NewerSchemaError,
+    param_set_of,
+    template_key,
+)
 from mrqart.store.base import Store as BaseStore
 from mrqart.store.sqlite import Store
 
-__all__ = ["SCHEMA_VERSION", "BaseStore", "NewerSchemaError", "Store", "database_errors",
-           "is_postgres", "open_store", "param_set_of"]
+__all__ = ["PROTOCOLS", "SCHEMA_VERSION", "TEMPLATES", "BaseStore", "NewerSchemaError", "Store", "database_errors",
+           "is_postgres", "open_store", "param_set_of", "template_key"]
 
 
 def is_postgres(url_or_path: str | PathLike[str]) -> bool:
@@ -26,13 +33,15 @@ def is_postgres(url_or_path: str | PathLike[str]) -> bool:
     return str(url_or_path).startswith(("postgresql://", "postgres://"))
 
 
-def open_store(url_or_path: str | PathLike[str]) -> BaseStore:
+def open_store(url_or_path: str | PathLike[str], *, wait: bool = True) -> BaseStore:
     """The store at ``url_or_path``: PostgreSQL for a ``postgresql://`` URL (psycopg is
-    imported only then: it is an optional extra), else the sqlite file at that path."""
+    imported only then: it is an optional extra), else the sqlite file at that path.
+    ``wait=False``: a PostgreSQL store returns before its server answers (see
+    ``postgres.Store``)."""
     if is_postgres(url_or_path):
         from mrqart.store import postgres
 
-        return postgres.Store(str(url_or_path))
+        return postgres.Store(str(url_or_path), wait=wait)
     return Store(url_or_path)
 
 

@@ -324,6 +324,10 @@ def _key(project: str, sequence_name: str) -> tuple[str, str]:
     return _fold(project), _fold(sequence_name)
 
 
+#: How a template's Project x SequenceName is matched, for callers that cache templates.
+template_key = _key
+
+
 def _series_number(session: str, series: str | None) -> int | None:
     """The series number in a key that ``session.series_key(session, n)`` built, else None."""
     if series is None:
@@ -974,6 +978,26 @@ class Store:
             (day,),
         ).fetchall()
         return [dict(r) for r in rows]
+
+    @reads
+    def stations(self) -> list[dict[str, Any]]:
+        """Every station in the database with its current session (the one of its latest
+        recorded series), sorted by name: ``{"station", "session", "project",
+        "n_series" (of that session), "last_seen" (its latest acquisition, ISO 8601)}``.
+        One mrqart per scanner writes one database: this is the consortium's view."""
+        rows = self._db.execute(
+            """WITH latest AS (SELECT station, max(id) AS id FROM series GROUP BY station)
+               SELECT s.station, s.session, s.project,
+                      (SELECT count(*) FROM series x WHERE x.session = s.session
+                                                       AND x.station = s.station) AS n_series,
+                      (SELECT max(NULLIF(x.acq_date, 'null') || ' ' || x.acq_time)
+                       FROM series x WHERE x.session = s.session
+                                       AND x.station = s.station) AS acquired
+               FROM latest JOIN series s ON s.id = latest.id""").fetchall()
+        return sorted(({"station": r["station"], "session": r["session"],
+                        "project": r["project"], "n_series": r["n_series"],
+                        "last_seen": acquired_at(r["acquired"])} for r in rows),
+                      key=lambda st: st["station"])
 
     # -- session-level compliance (protocol.py) -------------------------------------
 

@@ -33,6 +33,7 @@ database (never its password).
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import re
 import threading
@@ -50,6 +51,10 @@ from mrqart.store import base
 
 R = TypeVar("R")
 
+# The pool logs every failed reconnection attempt (a warning every few seconds for a
+# whole outage); callers hear of it through the errors units of work raise.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
 #: The channel change notifications travel on.
 CHANNEL = "mrqart_changes"
 #: Runs of one unit of work before a deadlock or serialization failure propagates:
@@ -62,6 +67,11 @@ POOL_SIZE = 4
 #: Seconds to wait for a connection before an error: the service must hear quickly
 #: that the database is away, so that the page says so and writes go to its queue.
 CONNECT_TIMEOUT = 5
+#: Seconds a unit of work waits for a connection while the server is known to be away
+#: (the pool keeps reconnecting in the background; the caller tries again later).
+UNREACHABLE_WAIT = 0.5
+#: Seconds the pool keeps reconnecting in the background before leaving it to the calls.
+RECONNECT_S = 3.0
 #: Serializes migrations of all mrqart processes on one database (any constant).
 _MIGRATION_LOCK = 0x6D72716172740001
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
@@ -175,16 +185,27 @@ class Store(base.Store):
 
     errors: ClassVar[tuple[type[Exception], ...]] = (psycopg.Error,)
 
-    def __init__(self, conninfo: str, *, timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(self, conninfo: str, *, timeout: float = CONNECT_TIMEOUT,
+                 wait: bool = True) -> None:
         """Connect to ``conninfo`` (``postgresql://user@host/dbname`` or key=value) and
         migrate its schema. Raises ``NewerSchemaError`` if a newer mrqart wrote it,
         ``psycopg.OperationalError`` (with a note naming the database) if it cannot be
-        reached within ``timeout`` seconds."""
+        reached within ``timeout`` seconds.
+
+        ``wait=False`` (the live service, which must start while the database is away)
+        returns at once: the pool keeps connecting in the background, and the first
+        unit of work that reaches the database migrates it (until then each raises).
+        While the database is unreachable a unit of work gives up after
+        ``UNREACHABLE_WAIT`` seconds instead of ``timeout``."""
         super().__init__()
         self.conninfo = conninfo
         self.path = display_name(conninfo)
         self._local = threading.local()
         self.retries = 0  # units of work run again after a serialization failure
+        self._timeout = timeout
+        self._unreachable = False  # the last unit of work could not reach the server
+        self._migrated = threading.Event()
+        self._migrating = threading.Lock()
         self._pool = ConnectionPool(
             conninfo, min_size=1, max_size=POOL_SIZE, timeout=timeout, open=False,
             kwargs={"autocommit": True, "row_factory": dict_row,
@@ -192,12 +213,15 @@ class Store(base.Store):
             # a connection the server dropped while it sat in the pool is replaced
             # before it is handed out, not failed on first use
             check=ConnectionPool.check_connection,
-            # keep trying to reconnect for as long as the database is away
-            reconnect_timeout=float("inf"), name="mrqart",
+            # the pool's own reconnection backs off exponentially without bound; give it
+            # up soon: each unit of work asked while the pool is empty starts a fresh
+            # attempt, so the server's return is noticed at the next call
+            reconnect_timeout=RECONNECT_S, name="mrqart",
         )
         try:
-            self._pool.open(wait=True, timeout=timeout)
-            self._migrate()
+            self._pool.open(wait=wait, timeout=timeout)
+            if wait:
+                self._ensure_migrated()
         except BaseException as e:
             self._pool.close()
             if isinstance(e, psycopg.Error) and self.path not in str(getattr(e, "__notes__", "")):
@@ -220,7 +244,9 @@ class Store(base.Store):
 
     def _schema_version(self) -> int:
         self._db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-        self._db.execute("CREATE TABLE IF NOT EXISTS mrqart_schema (version INTEGER NOT NULL)")
+        # looked up first: a site's role may read and write the tables, not create any
+        if self._db.execute("SELECT to_regclass('mrqart_schema') AS t").fetchone()["t"] is None:
+            self._db.execute("CREATE TABLE mrqart_schema (version INTEGER NOT NULL)")
         row = self._db.execute("SELECT version FROM mrqart_schema").fetchone()
         if row is None:
             self._db.execute("INSERT INTO mrqart_schema (version) VALUES (0)")
@@ -240,23 +266,52 @@ class Store(base.Store):
     def _changed(self, what: str) -> None:
         self._local.tx.changed.add(what)
 
+    def _ensure_migrated(self) -> None:
+        """Migrate once per store, before its first unit of work (see ``wait``)."""
+        with self._migrating:
+            if not self._migrated.is_set():
+                self._local.migrating = True
+                try:
+                    self._migrate()
+                finally:
+                    self._local.migrating = False
+                self._migrated.set()
+
     def _run(self, op: Callable[[], R], write: bool) -> R:
         tx: _Transaction | None = getattr(self._local, "tx", None)
         if tx is not None:
             return tx.call(op, write)
-        if not write:  # one statement or a few, each its own (autocommit)
-            with self._pool.connection() as conn:
-                self._local.db = _Db(conn)
-                try:
-                    return op()
-                finally:
-                    self._local.db = None
-        with self._transaction() as tx:
-            return tx.call(op, write)
+        if getattr(self._local, "db", None) is not None:  # a read calling reads
+            return op()
+        if not self._migrated.is_set() and not getattr(self._local, "migrating", False):
+            self._ensure_migrated()
+        try:
+            if not write:  # one statement or a few, each its own (autocommit)
+                with self._connection() as conn:
+                    self._local.db = _Db(conn)
+                    try:
+                        return op()
+                    finally:
+                        self._local.db = None
+            with self._transaction() as tx:
+                return tx.call(op, write)
+        except psycopg.OperationalError:
+            self._unreachable = True
+            raise
+        finally:
+            self._local.db = None
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection from the pool, failing fast while the server is known away."""
+        timeout = UNREACHABLE_WAIT if self._unreachable else self._timeout
+        with self._pool.connection(timeout=timeout) as conn:
+            self._unreachable = False
+            yield conn
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[_Transaction]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             tx = _Transaction(self, conn)
             self._local.tx, self._local.db = tx, tx.db
             try:
