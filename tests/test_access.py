@@ -26,7 +26,7 @@ from mrqart import synth
 from mrqart.ingest.inotify import Flag
 from mrqart.ingest.watcher import MemoryEventSource
 from mrqart.live.access import COOKIE, Guard
-from mrqart.live.auth import SECURITY_HEADERS, Account, hash_password, save_account
+from mrqart.live.auth import SECURITY_HEADERS, Account, hash_password, load_users, save_account
 from mrqart.live.service import Config, run_service
 from mrqart.store import Store
 from tests.test_service_compliance import record_past_sessions
@@ -262,7 +262,7 @@ async def test_accounts_roles_sessions_and_patient_data(
             url = running.url
             # nobody: the page sends to the login page, the API and /ws refuse
             r = await call(url, "/")
-            assert r.status == 302 and r.headers["location"].endswith("/login")
+            assert r.status == 302 and r.headers["location"].endswith("/login?next=/")
             assert (await call(url, "/login")).status == 200
             assert (await call(url, "/state")).status == 401
             assert (await call(url, "/api/stations")).status == 401
@@ -451,3 +451,45 @@ async def test_tls_serves_https_and_wss_with_secure_cookies(tmp_path: Path) -> N
             # plain HTTP on the TLS port gets nothing
             with pytest.raises((http.client.HTTPException, OSError)):
                 await call(url.replace("https", "http", 1), "/login")
+
+
+def test_users_add_list_and_purge_on_the_command_line(tmp_path: Path) -> None:
+    users = tmp_path / "etc" / "users.toml"
+
+    def mrqart(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mrqart", *args], input=stdin,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    added = mrqart("users", "add", "otto", "--role", "operator", "--users", str(users),
+                   "--password-stdin", stdin="operator-pass\n")
+    assert added.returncode == 0, added.stderr
+    assert mrqart("users", "add", "dana", "--role", "viewer", "--phi", "initials",
+                  "--users", str(users), "--no-password").returncode == 0
+    short = mrqart("users", "add", "x", "--role", "viewer", "--users", str(users),
+                   "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "at least 8" in short.stderr
+    listed = mrqart("users", "--users", str(users), "list").stdout
+    assert listed.split("\n")[1:3] == ["dana  viewer    initials  none (proxy only)",
+                                       "otto  operator  by role   set"]
+    assert "operator-pass" not in users.read_text()
+    assert load_users(users)["otto"].password.startswith("scrypt$")
+
+    db = tmp_path / "db.sqlite"
+    store = Store(db)
+    for study, day in (("1.1", "20250105"), ("1.2", "20260105")):
+        store.record_series({"StudyUID": study, "SeriesNumber": 1, "SubID": SUBJECT,
+                             "Operator": "Roe^Jane", "Comments": "anxious", "AcqDate": day,
+                             "AcqTime": "100000", "Project": "P", "SequenceName": "rest",
+                             "Station": "S", "TR": 1300.0}, n_files=5)
+    store.close()
+    purged = mrqart("purge", "--before", "2026-01-01", "--db", str(db))
+    assert purged.returncode == 0 and "from 1 series" in purged.stdout
+    assert mrqart("purge", "--before", "yesterday", "--db", str(db)).returncode == 2
+    store = Store(db)
+    old, new = store.series_on("20250105"), store.series_on("20260105")
+    template = store.template("P", "rest")
+    store.close()
+    assert SUBJECT not in json.dumps(old) and "Roe" not in json.dumps(old)
+    assert "anxious" not in json.dumps(old) and old[0]["n_files"] == 5
+    assert old[0]["header"]["TR"] == 1300.0 and template is not None
+    assert new[0]["header"]["SubID"] == SUBJECT  # after the date: kept

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import trio
 from quart import Response, abort, g, jsonify, redirect, request, websocket
@@ -159,7 +160,7 @@ def install(app: QuartTrio, guard: Guard) -> None:
             return None
         if user is None:
             if request.method == "GET" and request.endpoint in PAGES:
-                return redirect("/login")
+                return redirect(f"/login?next={quote(request.path)}")
             abort(401, "log in first")
         needed = role_needed(request.method, request.endpoint)
         if not may(user.role, needed):
