@@ -126,7 +126,8 @@ class Guard:
         if self.no_auth or (self.mode == "local" and _local(remote)):
             # today's console: whoever sits at this host (or anyone: --no-auth) does everything
             name = "anonymous" if self.no_auth else "local"
-            return User(name, "physicist", phi_for(None, "physicist", self.phi)), None
+            return User(name, "physicist", phi_for(None, "physicist", self.phi),
+                        signed_in=False), None
         return None, None
 
 
@@ -137,6 +138,12 @@ def _local(remote: str | None) -> bool:
 
 def current_user() -> User | None:
     return g.get("user")
+
+
+def author(typed: str | None) -> str | None:
+    """Who made a change: the signed-in person, else the name typed on the page."""
+    user = current_user()
+    return user.name if user is not None and user.signed_in else typed
 
 
 def install(app: QuartTrio, guard: Guard) -> None:

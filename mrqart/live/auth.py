@@ -101,6 +101,8 @@ class User:
     name: str
     role: str
     phi: str
+    #: False for the local console and --no-auth: the name says nothing about a person.
+    signed_in: bool = True
 
 
 # -- passwords --------------------------------------------------------------------------

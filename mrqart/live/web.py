@@ -40,8 +40,6 @@ from mrqart.live.session import SessionState
 STATION_ID = re.compile(r"^[\w.\- ]{1,64}$")
 #: Browsers send nothing we need; bigger frames than this are refused by hypercorn.
 MAX_WS_MESSAGE = 64 * 1024
-#: The identities access.Guard gives a console without accounts: not a person's name.
-SHARED_USERS = frozenset({"local", "anonymous"})
 #: An acknowledgement's reason: a short sentence typed at the console.
 MAX_REASON = 200
 
@@ -167,7 +165,7 @@ def _add_console_routes(
         reason = await _body_text("reason")
         if not reason or len(reason) > MAX_REASON:
             abort(400, f"give a reason of 1 to {MAX_REASON} characters")
-        ack = await console.acknowledge(alert_id, reason, by=access.current_user().name)
+        ack = await console.acknowledge(alert_id, reason, by=access.author(None) or "local")
         return jsonify(_or_404(ack, "unknown alert"))
 
     @app.route("/api/projects/<project>/protocol", methods=["POST", "DELETE"])
@@ -189,11 +187,10 @@ def _add_console_routes(
         return jsonify(_or_404(await accept_as(key, reason, by), "no such series recorded"))
 
     async def accept_as(key: str, reason: str, typed: str | None) -> dict[str, Any] | None:
-        """Accept as the signed-in user; at a shared console (no accounts: the user is
-        the host's "local" or "anonymous") as the name typed on the page. Who accepted is
-        part of the history: a name is required."""
-        user = access.current_user()
-        by = typed if user is None or user.name in SHARED_USERS else user.name
+        """Accept as the signed-in user; at a shared console (no accounts, or --no-auth)
+        as the name typed on the page (access.author). Who accepted is part of the
+        history: a name is required."""
+        by = access.author(typed)
         if not by or len(by) > MAX_REASON:
             abort(400, f'give "by": who accepts, 1 to {MAX_REASON} characters')
         return await console.accept_series(key, reason, by)
