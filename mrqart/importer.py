@@ -23,7 +23,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mrqart.headers import NULL, Unreadable, read_header
+from mrqart.headers import NULL, Unreadable, frames_of, read_header
 from mrqart.store import Store
 
 # The scanner's export names: <any>_<series number>_<image counter>.dcm
@@ -49,11 +49,17 @@ class SeriesFiles:
 
 @dataclass(frozen=True)
 class SeriesRead:
-    """What the worker read of one series: a header per echo (first echo first)."""
+    """What the worker read of one series: a header per echo (first echo first).
+
+    ``n_images`` is what the live service counts: frames, so an enhanced multi-frame
+    file (Siemens XA, Philips) counts as its frames and the learnt protocol's expected
+    counts match the live ones.
+    """
 
     headers: tuple[dict[str, Any], ...]
     unreadable: tuple[Unreadable, ...]
     n_files: int
+    n_images: int
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,9 @@ def read_series(files: Sequence[str]) -> SeriesRead:
                     j = k * len(files) // n_echoes
                     if j not in done:
                         read(j)
-    return SeriesRead(_by_echo(headers.values()), tuple(unreadable), len(files))
+    # The files of one series hold alike numbers of frames (one volume, or one slice, each).
+    frames = frames_of(next(iter(headers.values()))) if headers else 1
+    return SeriesRead(_by_echo(headers.values()), tuple(unreadable), len(files), len(files) * frames)
 
 
 def _order(value: Any) -> tuple[bool, Any]:
@@ -185,17 +193,17 @@ def _group_loose(
     """Series of files without scanner names, grouped by the header's SeriesUID,
     each with the directory of its first file. Keeps one header per echo, not
     every header: an archive of loose files can hold millions."""
-    found: dict[str, tuple[str, tuple[dict[str, Any], ...], int]] = {}
+    found: dict[str, tuple[str, tuple[dict[str, Any], ...], int, int]] = {}
     unreadable = []
     for path, h in items:
         if isinstance(h, Unreadable):
             unreadable.append(h)
             continue
         uid = h.get("SeriesUID", NULL)
-        directory, headers, n = found.get(uid if uid != NULL else path,
-                                          (os.path.dirname(path), (), 0))
-        found[uid if uid != NULL else path] = (directory, _by_echo((*headers, h)), n + 1)
-    series = [(d, SeriesRead(headers, (), n)) for d, headers, n in found.values()]
+        key = uid if uid != NULL else path
+        directory, headers, n, images = found.get(key, (os.path.dirname(path), (), 0, 0))
+        found[key] = (directory, _by_echo((*headers, h)), n + 1, images + frames_of(h))
+    series = [(d, SeriesRead(headers, (), n, images)) for d, headers, n, images in found.values()]
     return series, unreadable
 
 
@@ -207,7 +215,7 @@ def _record(store: Store, read: SeriesRead, directory: str) -> bool | None:
     study = header.get("StudyUID", NULL)
     tes = [h["TE"] for h in read.headers if isinstance(h.get("TE"), (int, float))]
     return store.record_series(
-        header, n_files=read.n_files, source="import",
+        header, n_files=read.n_images, source="import",
         session=directory if study == NULL else None,
         echo_times=tes if len(read.headers) > 1 else (),
     )

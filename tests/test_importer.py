@@ -171,3 +171,20 @@ def test_interrupted_import_keeps_what_it_committed(tmp_path: Path, store: Store
     assert len(store.series_on("20241016")) == 32
     report = import_paths([tmp_path], store, executor=inline)
     assert (report.added, report.skipped) == (8, 32)
+
+
+def test_enhanced_files_count_their_frames_as_live_does(tmp_path: Path, store: Store,
+                                                        inline: ThreadPoolExecutor) -> None:
+    # The same protocol written as classic single-frame files and as XA enhanced files
+    # (several frames a file): the learnt counts must be images, as the live service
+    # counts them, or a live XA session would look incomplete against its own history.
+    classic = write_session(tmp_path / "classic", when=WHEN, scale=0.05)
+    enhanced = write_session(tmp_path / "xa", when=WHEN, scale=0.05, vendor="xa")
+    assert len(list(enhanced.iterdir())) < len(list(classic.iterdir()))
+    import_paths([tmp_path / "classic"], store, executor=inline)
+    with Store(":memory:") as xa_store:
+        import_paths([tmp_path / "xa"], xa_store, executor=inline)
+        counts = [{(s["series_number"], s["n_files"]) for s in db.series_on("20241016")}
+                  for db in (store, xa_store)]
+    assert counts[0] == counts[1]
+    assert len(counts[0]) == len(PROTOCOL)

@@ -31,12 +31,12 @@ from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
 from mrqart.config import Config, default_db, prepare_db
-from mrqart.headers import Unreadable, read_header
+from mrqart.headers import Unreadable, frames_of, read_header
 from mrqart.ingest.watcher import FileReady, Watcher
 from mrqart.live.access import Guard
 from mrqart.live.auth import exposure_error
 from mrqart.live.hub import Hub, Message, coalesce, receive_batches
-from mrqart.live.session import Known, Series, SessionState, frames_of
+from mrqart.live.session import Known, Series, SessionState
 from mrqart.live.web import MAX_WS_MESSAGE, create_app
 from mrqart.report import Period, load_exclusions, pages
 from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name

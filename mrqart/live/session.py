@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mrqart.headers import frames_of
+
 # 001_000017_000066.dcm: <acquisition>_<series>_<image>; some exports add no extension.
 SCANNER_NAME = re.compile(r"^\d+_(\d+)_(\d+)(?:\.\w+)?$")
 
@@ -39,12 +41,6 @@ def series_from_name(path: str) -> int | None:
     """The series number a scanner file name carries, or None when the name does not tell."""
     m = SCANNER_NAME.match(os.path.basename(path))
     return int(m.group(1)) if m else None
-
-
-def frames_of(header: dict[str, Any]) -> int:
-    """How many images a file holds: its header's Frames (enhanced multi-frame), else 1."""
-    frames = header.get("Frames")
-    return frames if isinstance(frames, int) and frames > 0 else 1
 
 
 def _iso(epoch: float) -> str:
