@@ -44,9 +44,10 @@ def counts(**fields: int) -> dict[str, int]:
 
 
 def line(number: int, name: str, time: str, n_files: int, status: str = "conform",
-         differences: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+         differences: tuple[dict[str, Any], ...] = (), **rest: Any) -> dict[str, Any]:
     return {"series_number": number, "sequence_name": name, "time": time, "n_files": n_files,
-            "status": status, "differences": list(differences), "acks": []}
+            "status": status, "differences": list(differences), "acks": [], "accepted": None,
+            **rest}
 
 
 def session(key: str, subject: str, time: str, series: list[dict[str, Any]], *,
@@ -76,7 +77,9 @@ EXPECTED_DAY = {
                         "param": "FA", "expected": 9.0, "got": 12.0, "difference": 3.0,
                         "text": "FA: expected 9, got 12 (+3)", "streak": 1},)),
                     line(3, "rest", "11:03", 250),
-                    line(4, "dwi", "11:04", 64, "accepted"),
+                    line(4, "dwi", "11:04", 64, "accepted", accepted={
+                        "text": f"accepted by {ACCEPT_BY}", "reason": ACCEPT_REASON,
+                        "at": ACCEPT_AT}),
                     line(5, "fmap_new", "11:05", 72, "no_template"),
                 ], alerts=[{
                     "kind": "incomplete", "series_number": 3,
@@ -156,6 +159,8 @@ def test_text_key_lines(month: Store) -> None:
         "    !! missing: dwi",
         "    XX 2 T1w: FA: expected 9, got 12 (+3)",
         "    ?? 5 fmap_new: no template yet (not onboarded)",
+        ("    ac 4 dwi: accepted as the new reference: new diffusion scheme, approved by the "
+         "PI (accepted by dr. physicist, 2026-11-30 12:10)"),
         ('    !! rest series 3 incomplete: 250 of 300; acknowledged: '
         '"participant moved, stopped early" (2026-11-30 11:40)'),
         "Kids/Study 2: 2 series, all conform",

@@ -253,6 +253,8 @@ class SeriesLine:
     status: Status
     differences: tuple[Difference, ...] = ()
     acks: tuple[Ack, ...] = ()
+    #: a person accepted this series as the new reference: "accepted by <who>", why, when
+    accepted: Ack | None = None
 
 
 @dataclass(frozen=True)
@@ -631,6 +633,7 @@ ALERT_KINDS = ("incomplete", "cross_series")
 def _session_report(
     rows: Sequence[_Judged], protocol: Protocol, acks: Mapping[str, Mapping[str, Any]],
     exclusions: Exclusions, streak: Callable[[_Judged, str], int],
+    accepted: Mapping[tuple[str, int], AcceptedChange],
 ) -> SessionReport:
     """One session: its series lines, and its checklist rebuilt from its stored series.
 
@@ -671,9 +674,11 @@ def _session_report(
         own_acks = tuple(_ack(a) for a in acks.values() if a["series"] == key
                          and a["kind"] not in (*ALERT_KINDS, "missing"))
         differences = tuple(replace(d, streak=streak(j, d.param)) for d in j.differences)
+        change = accepted.get((session, j.series_number)) if j.status == "accepted" else None
         series_lines.append(SeriesLine(
             series_number=j.series_number, sequence_name=j.sequence_name, time=_clock(j.time),
-            n_files=j.n_files, status=j.status, differences=differences, acks=own_acks))
+            n_files=j.n_files, status=j.status, differences=differences, acks=own_acks,
+            accepted=change and Ack(f"accepted by {change.by}", change.reason, change.at)))
     missing = tuple(item["sequence_name"] for item in checklist.view()["items"]
                     if item["state"] == "missing"
                     and not exclusions.series_excluded(project, item["sequence_name"]))
@@ -892,8 +897,11 @@ class Reader:
         first, last = period.first.isoformat(), period.last.isoformat()
         for name in sorted(by_project, key=_fold):
             protocol = store.protocol(name)
+            accepted = {(a.session or "", a.series_number or 0): a
+                        for a in self.judge.accepted(name)}
             sessions = sorted(
-                (_session_report(rows, protocol, store.acks(rows[0].session), exclusions, streak)
+                (_session_report(rows, protocol, store.acks(rows[0].session), exclusions, streak,
+                                 accepted)
                  for rows in by_project[name].values()),
                 key=lambda s: (s.date, s.time, s.session))
             changes = tuple(a for a in self.judge.accepted(name) if first <= a.at[:10] <= last)

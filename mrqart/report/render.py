@@ -55,6 +55,9 @@ def series_verdict(line: SeriesLine) -> str:
     """What a series line says after its name, in the text and HTML reports alike."""
     if line.status == "differ":
         return "; ".join(d.text + _streak_text(d) for d in line.differences)
+    if line.status == "accepted" and line.accepted is not None:
+        a = line.accepted
+        return f"accepted as the new reference: {a.reason} ({a.text}, {when(a.at)})"
     return {"conform": "conforms", "no_template": "no template yet (not onboarded)",
             "accepted": "accepted as the new reference"}[line.status]
 
