@@ -54,14 +54,20 @@ async def page(chromium: None) -> AsyncIterator[Page]:  # noqa: F811
 # The days linked from the points of one kind in the SVG groups matplotlib wrote.
 LINKED_DAYS = """(kind, param) => [...document.querySelectorAll(`g[id="${kind}-${param}"] a`)]
     .map(a => (a.getAttribute('xlink:href') || a.getAttribute('href')).split('day=')[1])"""
-# Every resource the page loaded (the browser's own favicon.ico request at least): its URL.
+# Every resource the page loaded (favicon.ico perhaps, nothing else): its URL.
 RESOURCES = "performance.getEntriesByType('resource').map(e => e.name)"
+# Every address the document names (links, and the SVG's own references).
+ADDRESSES = """[...document.querySelectorAll('[src], [href], a')].map(e =>
+    e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('xlink:href') || '')"""
 
 
 async def only_from(page: Page, service: str) -> None:
-    """Nothing the page loaded came from anywhere but the service."""
+    """Nothing the page loaded came from anywhere but the service, and the document names
+    no other origin (its links are paths on the service, or ids inside the SVG)."""
     loaded = await page.evaluate(RESOURCES)
-    assert loaded and all(url.startswith(service + "/") for url in loaded), loaded
+    assert all(url.startswith(service + "/") for url in loaded), loaded
+    addresses = await page.evaluate(ADDRESSES)
+    assert addresses and all(a.startswith(("/", "#")) for a in addresses), addresses
 
 
 async def call(page: Page, fn: str, *args: str) -> object:
