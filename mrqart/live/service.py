@@ -210,8 +210,10 @@ class Pipeline:
         while len(self._echo_probe) > MAX_ECHO_PROBES:  # series that ended after one file
             del self._echo_probe[next(iter(self._echo_probe))]
         return [Message(series.station, "new", result, series=key),
-                *await self._on_new_series(series.station, series.session, key, header,
-                                           result["errors"])]
+                # a software upgrade is announced on the card, not alarmed field by field
+                *await self._on_new_series(
+                    series.station, series.session, key, header,
+                    None if result["status"] == "software_changed" else result["errors"])]
 
     async def _probe_echo(self, key: str, path: str) -> None:
         """Learn a new series' echo times from its next files; once all are seen, record
@@ -357,6 +359,11 @@ class Pipeline:
         log.info("station %s: series %s accepted by %r: %r", station, key, by, reason)
         self.hub.publish(Message(station, "accepted", {"series": key, **change}))
         return change
+
+    async def template_history(self, project: str, sequence_name: str) -> list[dict[str, Any]]:
+        """Every change of a template, oldest first (``Store.history``); [] while the
+        database fails."""
+        return await self._store_call(lambda s: s.history(project, sequence_name)) or []
 
     # -- the store ----------------------------------------------------------------
     async def _restore_today(self) -> None:

@@ -15,6 +15,7 @@ session state's JSON views and relay hub messages; they decide nothing.
     GET /reports?day=|since=     the daily compliance report (HTML), any day
     GET /projects/<project>?since=   a project's history: plots per series and week
     POST /api/series/<key>/accept   {"reason", "by"}: accept a series as intended
+    GET /api/templates/history?project=P&sequence=S   a template's changes, oldest first
     GET /healthz                 pipeline statistics
     WS  /ws                      the hub's messages, one JSON text each
 """
@@ -58,6 +59,8 @@ class Console(Protocol):
     async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None: ...
 
     async def accept_series(self, key: str, reason: str, by: str) -> dict[str, Any] | None: ...
+
+    async def template_history(self, project: str, sequence_name: str) -> list[dict[str, Any]]: ...
 
 
 class Reports(Protocol):
@@ -185,6 +188,13 @@ def _add_console_routes(
             abort(400, f"give a reason of 1 to {MAX_REASON} characters")
         by = await _body_text("by")
         return jsonify(_or_404(await accept_as(key, reason, by), "no such series recorded"))
+
+    @app.get("/api/templates/history")
+    async def template_history() -> Any:
+        project, sequence = request.args.get("project"), request.args.get("sequence")
+        if not project or not sequence:
+            abort(400, "give ?project=P&sequence=S")
+        return jsonify(await console.template_history(project, sequence))
 
     async def accept_as(key: str, reason: str, typed: str | None) -> dict[str, Any] | None:
         """Accept as the signed-in user; at a shared console (no accounts, or --no-auth)

@@ -3,9 +3,10 @@
 // Every value that comes from a DICOM header is inserted with textContent, never as
 // HTML: a series description is whatever the operator typed at the scanner.
 //
-// Test hooks: each series element carries data-status (conform|nonconform|no_template),
+// Test hooks: each series element carries data-status (conform|nonconform|no_template|accepted|software_changed),
 // data-station and data-key.
 
+import { addTemplateControls } from "./accept.js";
 import { PARAMS, fmt, fmtTime, order, sentence } from "./format.js";
 import { ui } from "./ui.js";
 import { differences, notRecorded } from "./verdict.js";
@@ -13,7 +14,8 @@ import { differences, notRecorded } from "./verdict.js";
 const TABLE_ROWS = 9; // two side-by-side tables for the 17 parameters
 
 const VERDICT = {
-  conform: "✓ OK", nonconform: "✗ DIFFERS", no_template: "NO TEMPLATE", accepted: "✓ ACCEPTED",
+  conform: "✓ OK", nonconform: "✗ DIFFERS", no_template: "NO TEMPLATE",
+  accepted: "✓ ACCEPTED", software_changed: "SOFTWARE CHANGED",
 };
 
 /** The card of a series record (model.putSeries), cached on the record as rec.el. */
@@ -48,10 +50,13 @@ export function buildCard(rec) {
   problems.hidden = wrong.length === 0;
 
   const note = el.querySelector(".note");
-  if (status === "accepted") {
+  if (status === "accepted" && !content.note) {
     note.textContent = `accepted as intended: ${fmt(content.accepted?.reason)}`;
   } else if (status === "no_template") {
     note.textContent = `No template yet for ${fmt(input.Project)} × ${fmt(input.SequenceName)}: nothing to compare against.`;
+  } else if (content.note) {
+    // "accepted: <reason>", or "first series since the software changed from X to Y"
+    note.textContent = String(content.note);
   } else {
     note.hidden = true;
   }
@@ -77,6 +82,7 @@ export function buildCard(rec) {
     tables.append(table);
   }
   el.querySelector("details").open = status === "nonconform";
+  addTemplateControls(el, rec);
   rec.el = el;
   showCount(rec);
   return el;
