@@ -600,7 +600,7 @@ class Store:
              _software(header)),
         )
         if trusted:
-            self._count_votes(ps, series_id)
+            self._count_votes(ps, series_id, (key["project_key"], key["sequence_key"]))
 
     def _series_row(self, session: str, number: int) -> Any:
         return self._db.execute(
@@ -614,14 +614,17 @@ class Store:
         ).fetchone()
         return None if row is None else row["param_set"]
 
-    def _count_votes(self, voted: int, series_id: int) -> None:
-        """Let the count decide the template of ``voted``'s Project x SequenceName after a
-        trusted series voted for it (caller holds a transaction); a change goes into the
-        history as ``learnt``, dated by the deciding series' acquisition."""
-        row = self._db.execute(
-            "SELECT project_key, sequence_key FROM param_set WHERE id = ?", (voted,)
-        ).fetchone()
-        key = (row["project_key"], row["sequence_key"])
+    def _count_votes(self, voted: int, series_id: int,
+                     key: tuple[str, str] | None = None) -> None:
+        """Let the count decide the template of ``voted``'s Project x SequenceName (its
+        ``key``, looked up when not given) after a trusted series voted for it (caller
+        holds a transaction); a change goes into the history as ``learnt``, dated by the
+        deciding series' acquisition."""
+        if key is None:
+            row = self._db.execute(
+                "SELECT project_key, sequence_key FROM param_set WHERE id = ?", (voted,)
+            ).fetchone()
+            key = (row["project_key"], row["sequence_key"])
         established = self._established(key)
         if voted == established:
             return  # the established set only gained
