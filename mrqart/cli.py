@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mrqart.config import DICOM_SUBDIR, Config, db_location, default_db, default_users, prepare_db
+from mrqart.ingest.watcher import DEFAULT_PATTERN
 from mrqart.live.auth import PHI_MODES, ROLES
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
 from mrqart.synth import PROTOCOL
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finish-minutes", type=float, default=FINISHED_AFTER_MINUTES, metavar="MINUTES",
                    help="a session with no new file for this long is finished and its "
                    "missing series are reported (default: %(default)s)")
+    p.add_argument("--names", metavar="GLOBS", type=lambda v: tuple(g for g in v.split(",") if g),
+                   help="comma-separated file names taken as DICOM without looking inside "
+                   f"(default: {','.join(DEFAULT_PATTERN)}); any other name that "
+                   "is not junk is DICOM if the file starts with the DICM preamble")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _add_db(p)
     node = p.add_argument_group(
@@ -372,6 +377,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = Config(
         roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
         rules=args.rules, catch_up=not args.no_catch_up, finish_minutes=args.finish_minutes,
+        pattern=args.names,
         dicom_port=args.dicom_port, ae_title=args.ae_title, dicom_dir=args.dicom_dir,
         dicom_allow=tuple(args.dicom_allow),
         users=users, trust_proxy=tuple(args.trust_proxy), proxy_header=args.proxy_header,

@@ -70,7 +70,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     rules: Path | None = None
-    pattern: str | None = None
+    #: File names taken as DICOM by name (a regex or globs; see ingest.watcher.NameFilter)
+    pattern: str | tuple[str, ...] | None = None
     static_dir: Path = STATIC_DIR
     #: Deliver files of today's session directories found at start (catch up after a restart).
     catch_up: bool = True

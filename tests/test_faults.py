@@ -164,7 +164,7 @@ async def test_bad_files_are_reported_once_and_valid_ones_all_counted(tmp_path: 
             name = Path(m["content"]["path"]).name
             assert bad[name][1] in m["content"]["reason"], m
     for name in bad:
-        assert len(service.log_lines(f"unreadable file {session / name}:")) == 1, name
+        assert len(service.log_lines(f"unreadable file {str(session / name)!r}:")) == 1, name
     assert last_count(messages, 2) == n_valid
     assert last_count(messages, 8) == 1
     assert health["unreadable"] == len(bad)

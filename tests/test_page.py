@@ -220,6 +220,26 @@ async def test_live_new_and_update_messages(server: FakeServer, page: Page) -> N
         assert page.errors == []
 
 
+async def test_a_watched_root_that_is_gone_is_shown(server: FakeServer, page: Page) -> None:
+    """A "watch" message: "not watching ROOT since HH:MM" until the root is back (the
+    root, a directory name, is text, never markup)."""
+    root = "/srv/<b>scanner</b>"
+    with trio.fail_after(TIMEOUT):
+        await open_page(page, server.url)
+        assert await page.evaluate("document.getElementById('watch-banner').hidden")
+        server.send({"station": None, "type": "watch",
+                     "content": {"not_watching": {root: "2026-11-30T10:02:00+00:00"}}})
+        await page.wait_for("!document.getElementById('watch-banner').hidden")
+        text = await page.evaluate("document.getElementById('watch-banner').textContent")
+        hhmm = await page.evaluate("new Date('2026-11-30T10:02:00+00:00')"
+                                   ".toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'})")
+        assert text == f"not watching {root} since {hhmm}"
+        assert await page.evaluate("document.querySelector('#watch-banner b')") is None
+        server.send({"station": None, "type": "watch", "content": {"not_watching": {}}})
+        await page.wait_for("document.getElementById('watch-banner').hidden")
+        assert page.errors == []
+
+
 async def test_header_values_are_inserted_as_text(server: FakeServer, page: Page) -> None:
     server.add("MRC35343", "1", check_result(TEMPLATE, SeriesNumber=1, Comments=XSS))
     with trio.fail_after(TIMEOUT):

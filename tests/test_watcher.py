@@ -172,6 +172,34 @@ def test_name_filter_pattern(pattern, name: str, wanted: bool) -> None:
     assert NameFilter(pattern)(name) is wanted
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "wanted"),
+    [
+        ("i100220.MRDC.146", b"", True),  # GE export: by name
+        ("IM_0027", b"", True),  # Philips export: by name
+        ("1.3.12.2.1107.5", bytes(128) + b"DICM" + bytes(64), True),  # no extension: by content
+        ("1.3.12.2.1107.6", bytes(128) + b"DICX" + bytes(64), False),
+        ("README", b"scan notes\n" * 20, False),
+        ("short", b"DICM", False),
+        ("DICOMDIR", bytes(128) + b"DICM", False),  # an index, not an image
+        ("IM_0027.tmp", bytes(128) + b"DICM", False),  # junk whatever its content
+        ("x~", bytes(128) + b"DICM", False),
+    ],
+)
+def test_name_or_content_decides(tmp_path: Path, name: str, content: bytes, wanted: bool) -> None:
+    (tmp_path / name).write_bytes(content)
+    assert NameFilter().wants(str(tmp_path / name)) is wanted
+
+
+def test_looking_inside_never_blocks_or_follows(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")  # nobody writes it: an open without O_NONBLOCK would hang
+    (tmp_path / "real").write_bytes(bytes(128) + b"DICM")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert [NameFilter().wants(str(tmp_path / n)) for n in ("fifo", "link", "loop", "real")] == [
+        False, False, False, True]
+
+
 def test_unexpected_names_are_logged_once_junk_never(caplog) -> None:
     wanted = NameFilter()
     with caplog.at_level(logging.DEBUG, logger="mrqart.ingest.watcher"):

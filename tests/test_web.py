@@ -54,8 +54,11 @@ async def test_all_stations_adds_the_databases_others(state: SessionState) -> No
     ("path", "status"),
     [
         ("/api/stations/UNKNOWN/series", 404),
-        ("/api/stations/%3Cscript%3E/series", 400),
-        ("/station/%3Cimg%3E", 400),
+        ("/api/stations/%3Cscript%3E/series", 404),  # a name is data: unknown, not malformed
+        ("/api/stations/%00/series", 400),
+        ("/api/stations/..%2F..%2Fx/series", 400),
+        ("/station/..%2F..%2Fetc%2Fpasswd", 400),
+        ("/static/" + "a" * 300 + ".js", 404),  # past NAME_MAX: absent, not a 500
         ("/static/../mrqart/live/web.py", 404),
         ("/static/%2e%2e/pyproject.toml", 404),
         ("/static/..%2fpyproject.toml", 404),

@@ -28,7 +28,8 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import trio
@@ -38,19 +39,43 @@ from mrqart.ingest.inotify import Event, Flag
 
 log = logging.getLogger(__name__)
 
-# What each directory watch asks for. IN_CREATE is needed for new sub-directories
-# (it costs one extra event per file); IN_DELETE/IN_MOVED_FROM let the dedupe index
-# forget files that go away; IN_ONLYDIR refuses to watch a file that replaced a dir.
+# What each directory watch asks for. IN_CREATE is needed for new sub-directories and
+# for complete files that arrive without a write (a hard link, O_TMPFILE + linkat);
+# IN_ATTRIB for a file written unreadable and then chmod-ed; IN_DELETE/IN_MOVED_FROM let
+# the dedupe index forget files that go away; IN_MOVE_SELF tells a root moved away;
+# IN_ONLYDIR refuses to watch a file that replaced a dir. (The walk never enters a
+# symlinked directory; IN_DONT_FOLLOW would refuse a root given as a symlink.)
 WATCH_MASK = (
-    Flag.CLOSE_WRITE | Flag.MOVED_TO | Flag.MOVED_FROM | Flag.CREATE | Flag.DELETE | Flag.ONLYDIR
+    Flag.CLOSE_WRITE | Flag.MOVED_TO | Flag.MOVED_FROM | Flag.CREATE | Flag.DELETE
+    | Flag.ATTRIB | Flag.MOVE_SELF | Flag.ONLYDIR
 )
 
-# DICOM-like names, as in the original mrqart: Siemens "MR.<uid>", exports "*.dcm", "*.IMA".
-DEFAULT_PATTERN = ("MR.*", "*.dcm", "*.ima")
+# Names taken as DICOM without looking inside: Siemens "MR.<uid>", "*.dcm", "*.IMA",
+# GE exports ("i100220.MRDC.146"), Philips exports ("IM_0027"). Any other name that is
+# not junk is DICOM if its file has the 128-byte preamble and "DICM" (see looks_like_dicom).
+DEFAULT_PATTERN = ("MR.*", "*.dcm", "*.ima", "*.dicom", "*.MRDC.*", "IM_*")
 
-# Junk that is skipped without a log line: macOS resource forks ("._*") and .DS_Store
-# (both hidden names), Windows' Thumbs.db, and temporary names written before a rename.
-_JUNK = re.compile(r"\..*|thumbs\.db|.*\.part|.*\.tmp", re.IGNORECASE)
+# Junk that is skipped without a log line or a look inside: macOS resource forks ("._*")
+# and .DS_Store (both hidden names), Windows' Thumbs.db, temporary names written before a
+# rename (".part", ".tmp", "~" and rsync's ".name.XXXXXX", hidden too), and DICOMDIR
+# (an index of the files, not an image).
+_JUNK = re.compile(r"\..*|thumbs\.db|.*\.part|.*\.tmp|.*~|dicomdir", re.IGNORECASE)
+
+# Errors about one path that the watcher skips with one log line: it vanished, a symlink
+# loop, a name past PATH_MAX, no permission, a stale handle on a network share.
+_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
+                          errno.EACCES, errno.EPERM, errno.ESTALE})
+# Out of a resource (descriptors, inotify watches, memory): the directory is retried
+# every RETRY_S and counted as unwatched in the statistics until it works.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM})
+RETRY_S = 5.0
+# How often a watched root that disappeared (deleted, a share unmounted) is looked for.
+ROOT_POLL_S = 1.0
+# Files delivered while unreadable, remembered so that a chmod (IN_ATTRIB) delivers them again.
+_UNREADABLE_CAP = 10_000
+# Bytes a file must start with to be DICOM: a 128-byte preamble, then "DICM".
+_PREAMBLE = 128
+_MAGIC = b"DICM"
 
 # Dedupe memory cap, in files: five sessions of 10,000. Past it, the least recently
 # active directory's names are replaced by one mtime floor (see DeliveredIndex).
@@ -85,7 +110,11 @@ class FileReady:
 class WatcherStatistics:
     """delivered: FileReady sent so far; watches: directories watched now;
     overflows: IN_Q_OVERFLOW seen; rescans: full walks they caused; dedupe_size: file
-    names remembered (bounded by DEDUPE_CAP); pending: scanned files held back to settle."""
+    names remembered (bounded by DEDUPE_CAP); pending: scanned files held back to settle;
+    unwatched: directories not watched for lack of a resource (retried every RETRY_S);
+    skipped: paths skipped for good (symlink loop, name too long, no permission);
+    not_watching: {root: ISO time since when} for roots that are gone (looked for every
+    ROOT_POLL_S); last_error: the latest of those problems, for a person to read."""
 
     delivered: int
     watches: int
@@ -93,6 +122,10 @@ class WatcherStatistics:
     rescans: int
     dedupe_size: int
     pending: int
+    unwatched: int = 0
+    skipped: int = 0
+    not_watching: dict[str, str] = field(default_factory=dict)
+    last_error: str | None = None
 
 
 class EventSource(Protocol):
@@ -323,55 +356,127 @@ class NameFilter:
         self._noted: set[str] = set()
 
     def __call__(self, name: str) -> bool:
+        """Whether the name alone says DICOM (others are noted once at debug level)."""
+        verdict = self.classify(name)
+        if verdict is None:
+            self.note(name)
+        return bool(verdict)
+
+    def classify(self, name: str) -> bool | None:
+        """True: a DICOM name; False: junk; None: look inside the file (looks_like_dicom)."""
         if _JUNK.fullmatch(name):
             return False
         if self._pattern.fullmatch(name):
             return True
+        return None
+
+    def wants(self, path: str) -> bool:
+        """Whether the file at ``path`` is DICOM, by name or by content. Blocking (a read
+        of 132 bytes for a name the pattern does not know): call from a worker thread."""
+        verdict = self.classify(os.path.basename(path))
+        if verdict is None:
+            verdict = looks_like_dicom(path)
+            if not verdict:
+                self.note(os.path.basename(path))
+        return verdict
+
+    def note(self, name: str) -> None:
         if len(self._noted) < _NOTE_CAP and name not in self._noted:
             self._noted.add(name)
             log.debug("ignoring %r: not a DICOM-like name", name)
-        return False
+
+
+def looks_like_dicom(path: str) -> bool:
+    """Whether ``path`` is a regular file that starts with the DICOM preamble and magic.
+
+    Never blocks on a FIFO or device (O_NONBLOCK, then fstat) and never follows a symlink
+    (O_NOFOLLOW). A file we may not read counts as DICOM: it is reported as unreadable,
+    and delivered again once a chmod makes it readable.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return True
+        if err.errno in _PATH_ERRNOS or err.errno in _RESOURCE_ERRNOS:
+            return False
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.pread(fd, _PREAMBLE + len(_MAGIC), 0)
+    except OSError as err:
+        if err.errno in (errno.EIO, errno.ESTALE):
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return head[_PREAMBLE:] == _MAGIC
 
 
 # (directory, its watch descriptor, [(name, size, mtime_ns) of wanted files])
 _Listing = tuple[str, int, list[tuple[str, int, int]]]
 
 
-def _walk(top: str, add_watch: Callable[[str], int], wanted: Callable[[str], bool]) -> list[_Listing]:
+@dataclass
+class _Walked:
+    listings: list[_Listing] = field(default_factory=list)
+    #: (path, error): a directory that could not be watched or listed, or a file not statted
+    failed: list[tuple[str, OSError]] = field(default_factory=list)
+
+
+def _walk(top: str, add_watch: Callable[[str], int], wanted: Callable[[str], bool]) -> _Walked:
     """Watch `top` and every directory below it, each before listing it, so a file
     written during the walk is either listed or reported by an event. Blocking.
 
-    Directories that vanish or cannot be read are skipped; other errors (ENOSPC)
-    propagate. Symlinked directories are not followed (no loops).
+    Iterative (any depth). Symlinks are never followed (no loops, nothing outside the
+    tree); only regular files are listed. A path that fails with a path error
+    (_PATH_ERRNOS: gone, symlink loop, name past PATH_MAX, no permission) or a resource
+    error (_RESOURCE_ERRNOS: out of descriptors or watches) goes into `failed` and the
+    walk goes on; `wanted(path)` decides which files count. Other errors propagate.
     """
-    listings: list[_Listing] = []
+    walked = _Walked()
     stack = [top]
     while stack:
         dirpath = stack.pop()
         try:
             wd = add_watch(dirpath)
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # removed between being listed and being watched
-        except PermissionError as err:
-            log.warning("cannot watch %s: %s", dirpath, err.strerror)
-            continue
-        files = []
-        try:
+            files = []
             with os.scandir(dirpath) as entries:
                 for entry in entries:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
-                        elif wanted(entry.name):
-                            st = entry.stat()
-                            if stat.S_ISREG(st.st_mode):
-                                files.append((entry.name, st.st_size, st.st_mtime_ns))
-                    except FileNotFoundError:
-                        continue  # deleted while we listed
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            pass  # the watch's IN_IGNORED (or nothing) follows
-        listings.append((dirpath, wd, files))
-    return listings
+                        elif entry.is_file(follow_symlinks=False) and wanted(entry.path):
+                            st = entry.stat(follow_symlinks=False)
+                            files.append((entry.name, st.st_size, st.st_mtime_ns))
+                    except OSError as err:
+                        if err.errno not in _PATH_ERRNOS:
+                            raise
+                        if err.errno != errno.ENOENT:  # ENOENT: deleted while we listed
+                            walked.failed.append((entry.path, err))
+        except OSError as err:
+            if err.errno not in _PATH_ERRNOS and err.errno not in _RESOURCE_ERRNOS:
+                raise
+            if err.errno not in (errno.ENOENT, errno.ENOTDIR):  # removed while we walked
+                walked.failed.append((dirpath, err))
+            continue
+        walked.listings.append((dirpath, wd, files))
+    return walked
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    """lstat, or None for a path that is gone or unusable (see _PATH_ERRNOS)."""
+    try:
+        return os.lstat(path)
+    except OSError as err:
+        if err.errno in _PATH_ERRNOS:
+            return None
+        raise
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
 def _check_root(root: str | os.PathLike[str]) -> str:
@@ -416,7 +521,9 @@ class Watcher:
     `catch_up(dirpath)` decides, for each directory present at start, whether its
     existing files are delivered (default: none are). `pattern`: see NameFilter.
     `settle`: seconds a freshly scanned file is held back (see SETTLE_S); 0 delivers
-    scanned files at once. Raises WatchError now if a root is not a directory.
+    scanned files at once. `on_roots(not_watching)` is called when a root goes or comes
+    back (see WatcherStatistics.not_watching). Raises WatchError now if a root is not a
+    directory.
     """
 
     def __init__(
@@ -427,6 +534,7 @@ class Watcher:
         pattern: str | re.Pattern[str] | Sequence[str] | None = None,
         catch_up: Callable[[str], bool] | None = None,
         settle: float = SETTLE_S,
+        on_roots: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self._roots = [_check_root(root) for root in roots]
         if not self._roots:
@@ -440,6 +548,16 @@ class Watcher:
         self._path_wd: dict[str, int] = {}
         self._pending: dict[str, _Pending] = {}
         self._delivered = self._overflows = self._rescans = 0
+        # Problems that must not stop the watcher (see WatcherStatistics)
+        self._unwatched: dict[str, str] = {}  # directory -> why, retried every RETRY_S
+        self._skipped = 0
+        self._noted_paths: set[str] = set()  # paths whose skipping was logged (bounded)
+        self._lost: dict[str, float] = {}  # root -> time.time() when it went
+        self._retry_at = math.inf
+        self._started = False
+        self._last_error: str | None = None
+        self._unreadable: OrderedDict[str, None] = OrderedDict()  # delivered unreadable
+        self._on_roots = on_roots
 
     def statistics(self) -> WatcherStatistics:
         return WatcherStatistics(
@@ -449,6 +567,10 @@ class Watcher:
             rescans=self._rescans,
             dedupe_size=len(self._index),
             pending=len(self._pending),
+            unwatched=len(self._unwatched),
+            skipped=self._skipped,
+            not_watching={root: _iso(t) for root, t in self._lost.items()},
+            last_error=self._last_error,
         )
 
     async def run(
@@ -476,6 +598,7 @@ class Watcher:
                 for root in self._roots:
                     start += await self._watch_tree(root, at_start=True)
                 task_status.started()
+                self._started = True
                 await self._send(send, start)
                 await self._follow(source, send)
             finally:
@@ -489,7 +612,8 @@ class Watcher:
                 events = await source.read_events()
             if events == []:
                 return
-            ready, new_dirs, overflow = self._handle(events or [])
+            ready, new_dirs, overflow, look = self._handle(events or [])
+            ready += await self._look_inside(look)
             ready += self._recheck_pending()
             await self._send(send, ready)
             for dirpath in new_dirs:
@@ -498,17 +622,65 @@ class Watcher:
                 self._overflows += 1
                 log.warning("inotify queue overflowed: rescanning every watched directory")
                 await self._rescan(send)
+            if trio.current_time() >= self._retry_at:
+                await self._retry(send)
+
+    async def _retry(self, send: trio.MemorySendChannel[FileReady]) -> None:
+        """Look for roots that went (a share unmounted, a directory deleted) and watch
+        them again when they are back; retry directories a lack of resources left unwatched."""
+        self._retry_at = math.inf
+        for root in list(self._lost):
+            if await trio.to_thread.run_sync(os.path.isdir, root):
+                del self._lost[root]
+                log.warning("watching %r again", root)
+                self._roots_changed()
+                # like a start: today's directories are caught up, older ones sealed
+                await self._send(send, await self._watch_tree(root, at_start=True))
+        if self._unwatched:
+            retry, self._unwatched = self._unwatched, {}
+            for dirpath in retry:
+                await self._send(send, await self._watch_tree(dirpath))
+            if not self._unwatched:
+                log.warning("every directory is watched again")
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        now = trio.current_time()
+        if self._lost:
+            self._retry_at = min(self._retry_at, now + ROOT_POLL_S)
+        if self._unwatched:
+            self._retry_at = min(self._retry_at, now + RETRY_S)
+
+    def _failed(self, path: str, err: OSError) -> None:
+        """A path the walk could not use: retried later (no resource) or skipped (a bad path)."""
+        if err.errno in _RESOURCE_ERRNOS:
+            reason = str(_limit_error(path)) if err.errno == errno.ENOSPC else err.strerror
+            if not self._unwatched:  # once per episode, not once per directory
+                log.error("cannot watch %r: %s; retrying every %.0f s", path, reason, RETRY_S)
+            self._unwatched[path] = reason
+            self._schedule_retry()
+        else:
+            self._skipped += 1
+            reason = err.strerror
+            if len(self._noted_paths) < _NOTE_CAP and path not in self._noted_paths:
+                self._noted_paths.add(path)
+                log.warning("skipping %r: %s", path, reason)
+        self._last_error = f"{path!r}: {reason}"
 
     async def _rescan(self, send: trio.MemorySendChannel[FileReady]) -> None:
         self._rescans += 1
         for root in self._roots:
             await self._send(send, await self._watch_tree(root))
 
-    def _handle(self, events: list[Event]) -> tuple[list[FileReady], list[str], bool]:
-        """Apply one batch of events: (ready files, new directories to walk, overflow?)."""
+    def _handle(
+        self, events: list[Event]
+    ) -> tuple[list[FileReady], list[str], bool, list[tuple[str, str, int]]]:
+        """Apply one batch of events: (ready files, new directories to walk, overflow?,
+        files whose names do not tell: (directory, name, mask) to look inside)."""
         seen = time.monotonic()
         ready: list[FileReady] = []
         new_dirs: list[str] = []
+        look: list[tuple[str, str, int]] = []
         overflow = False
         for event in events:
             mask = event.mask
@@ -521,49 +693,84 @@ class Watcher:
             dirpath = self._wd_path.get(event.wd)
             if dirpath is None:
                 continue  # queued before its watch was dropped
-            if mask & Flag.ISDIR:
+            if mask & Flag.MOVE_SELF:
+                if dirpath in self._roots:  # a root moved away: it is gone from its path
+                    self._unwatch_tree(dirpath)
+            elif mask & Flag.ISDIR:
                 if mask & (Flag.CREATE | Flag.MOVED_TO):
                     new_dirs.append(os.path.join(dirpath, event.name))
                 elif mask & Flag.MOVED_FROM:
                     self._unwatch_tree(os.path.join(dirpath, event.name))
-            elif mask & (Flag.CLOSE_WRITE | Flag.MOVED_TO):
-                if self._wanted(event.name) and (file := self._stat_ready(dirpath, event.name, seen)):
-                    ready.append(file)
             elif mask & (Flag.DELETE | Flag.MOVED_FROM):
                 self._index.discard(dirpath, event.name)
                 self._pending.pop(os.path.join(dirpath, event.name), None)
-            # IN_CREATE of a file: not ready yet, its IN_CLOSE_WRITE follows
-        return ready, new_dirs, overflow
+                self._unreadable.pop(os.path.join(dirpath, event.name), None)
+            elif mask & Flag.ATTRIB and os.path.join(dirpath, event.name) not in self._unreadable:
+                continue  # only a chmod of a file delivered unreadable matters
+            elif (wanted := self._wanted.classify(event.name)) is None:
+                look.append((dirpath, event.name, mask))
+            elif wanted and (file := self._on_file_event(dirpath, event.name, mask, seen)):
+                ready.append(file)
+        return ready, new_dirs, overflow, look
+
+    async def _look_inside(self, look: list[tuple[str, str, int]]) -> list[FileReady]:
+        """The files among `look` (names the pattern does not know) that are DICOM."""
+        if not look:
+            return []
+        dicom = await trio.to_thread.run_sync(
+            lambda: [item for item in look if self._wanted.wants(os.path.join(*item[:2]))])
+        seen = time.monotonic()
+        return [f for d, n, mask in dicom if (f := self._on_file_event(d, n, mask, seen))]
+
+    def _on_file_event(self, dirpath: str, name: str, mask: int, seen: float) -> FileReady | None:
+        if mask & (Flag.CLOSE_WRITE | Flag.MOVED_TO):
+            return self._stat_ready(dirpath, name, seen)
+        path = os.path.join(dirpath, name)
+        if mask & Flag.ATTRIB:  # chmod of a file delivered while unreadable
+            if not os.access(path, os.R_OK):
+                return None
+            del self._unreadable[path]
+            self._index.discard(dirpath, name)
+            return self._stat_ready(dirpath, name, seen)
+        # IN_CREATE: a file being written gets its IN_CLOSE_WRITE later (which supersedes
+        # this); a complete file made by a hard link or O_TMPFILE + linkat gets nothing
+        # else, so it is held back like a scanned file and delivered once it settles.
+        st = _lstat(path)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return None
+        return self._scanned(dirpath, name, st.st_size, st.st_mtime_ns, seen, time.time_ns())
 
     def _stat_ready(self, dirpath: str, name: str, seen: float) -> FileReady | None:
         """The FileReady for a file an event reported, unless it is gone or was sent."""
         path = os.path.join(dirpath, name)
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
+        st = _lstat(path)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return None  # gone, or a symlink (never followed), FIFO, device or socket
         if self._pending:
             self._pending.pop(path, None)  # an event supersedes the scan that held it back
         if not self._index.add(dirpath, name, st.st_size, st.st_mtime_ns, scanned=False):
             return None
-        return FileReady(path, st.st_size, st.st_mtime_ns, seen)
+        return self._ready(path, st.st_size, st.st_mtime_ns, seen)
+
+    def _ready(self, path: str, size: int, mtime_ns: int, seen: float) -> FileReady:
+        """A FileReady; a file we may not read is remembered, for its chmod (IN_ATTRIB)."""
+        if not os.access(path, os.R_OK):
+            self._unreadable[path] = None
+            while len(self._unreadable) > _UNREADABLE_CAP:
+                self._unreadable.popitem(last=False)
+        return FileReady(path, size, mtime_ns, seen)
 
     async def _watch_tree(self, top: str, *, at_start: bool = False) -> list[FileReady]:
         """Watch `top` and everything below it; the files found that are due now."""
-        try:
-            listings = await trio.to_thread.run_sync(
-                _walk, top, self._source.add_watch, self._wanted
-            )
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise _limit_error(err.filename or top) from err
-            raise
+        walked = await trio.to_thread.run_sync(_walk, top, self._source.add_watch, self._wanted.wants)
+        for path, err in walked.failed:
+            if err.errno == errno.ENOSPC and not self._started:
+                raise _limit_error(path) from err  # at start: a setting to fix now
+            self._failed(path, err)
         seen = time.monotonic()
         now_ns = time.time_ns()
         ready = []
-        for dirpath, wd, files in listings:
+        for dirpath, wd, files in walked.listings:
             self._map_watch(dirpath, wd)
             if at_start and not (self._catch_up and self._catch_up(dirpath)):
                 if files:
@@ -587,10 +794,11 @@ class Watcher:
             return None
         self._pending.pop(path, None)
         self._index.add(dirpath, name, size, mtime_ns, scanned=True)
-        return FileReady(path, size, mtime_ns, seen)
+        return self._ready(path, size, mtime_ns, seen)
 
     def _next_due(self) -> float:
-        return next(iter(self._pending.values())).due if self._pending else math.inf
+        due = next(iter(self._pending.values())).due if self._pending else math.inf
+        return min(due, self._retry_at)
 
     def _recheck_pending(self) -> list[FileReady]:
         """Deliver held-back files that have not changed since they were last seen."""
@@ -602,16 +810,15 @@ class Watcher:
             if held.due > now:
                 break
             del self._pending[path]
-            try:
-                st = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
+            st = _lstat(path)
+            if st is None:
                 continue
             if (st.st_size, st.st_mtime_ns) != (held.size, held.mtime_ns):
                 # still changing: look again later (its IN_CLOSE_WRITE may come first)
                 held.size, held.mtime_ns, held.due = st.st_size, st.st_mtime_ns, now + self._settle
                 self._pending[path] = held
             elif self._index.add(held.dirpath, held.name, held.size, held.mtime_ns, scanned=True):
-                ready.append(FileReady(path, held.size, held.mtime_ns, seen))
+                ready.append(self._ready(path, held.size, held.mtime_ns, seen))
         return ready
 
     def _map_watch(self, dirpath: str, wd: int) -> None:
@@ -631,7 +838,15 @@ class Watcher:
         for path in [p for p, held in self._pending.items() if held.dirpath == dirpath]:
             del self._pending[path]
         if dirpath in self._roots:
-            log.warning("watched root %s is gone; no more files will come from it", dirpath)
+            self._lost[dirpath] = time.time()
+            self._last_error = f"not watching {dirpath!r} since {_iso(self._lost[dirpath])}: it is gone"
+            log.error("watched root %r is gone; looking for it every %.0f s", dirpath, ROOT_POLL_S)
+            self._schedule_retry()
+            self._roots_changed()
+
+    def _roots_changed(self) -> None:
+        if self._on_roots is not None:
+            self._on_roots(self.statistics().not_watching)
 
     def _unwatch_tree(self, top: str) -> None:
         """A directory moved away: remove its watches (each then reports IN_IGNORED)."""

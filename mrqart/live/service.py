@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from functools import partial
@@ -37,9 +37,10 @@ from mrqart.live.access import Guard
 from mrqart.live.auth import exposure_error
 from mrqart.live.hub import Hub, Message, coalesce, receive_batches
 from mrqart.live.session import Known, Series, SessionState
+from mrqart.live.templates import TEMPLATE_REFRESH_S, TemplateCache, key_of
 from mrqart.live.web import MAX_WS_MESSAGE, create_app
 from mrqart.report import Period, load_exclusions, pages
-from mrqart.rules.check import DEFAULT_RULES, check, load_rules, template_name
+from mrqart.rules.check import DEFAULT_RULES, check, load_rules
 from mrqart.rules.compliance import Compliance
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
 from mrqart.rules.templates import accepted_result, announce_software_change, software_change, votes
@@ -63,6 +64,9 @@ MESSAGE_BUFFER = 256
 #: the probe ends as soon as an echo number comes round again: one extra read for a
 #: single-echo series.
 ECHO_PROBE_FILES = 8
+#: Longest the live path waits for a store read (once per station x sequence: the
+#: software of its last series); past it the verdict goes out without that note.
+STORE_PATIENCE = 0.25
 #: Series probed at once; older probes are dropped (a series that ended after one file).
 MAX_ECHO_PROBES = 64
 #: How often a C-STORE waiting for room looks again at the session task's backlog.
@@ -96,6 +100,7 @@ class Pipeline:
             [str(r) for r in self.config.watch_roots], source=self.source,
             pattern=self.config.pattern,
             catch_up=_made_today if self.config.catch_up else None,
+            on_roots=self._roots_changed,
         )
         self.store: Store | None = None
         self._sqlite = trio.CapacityLimiter(1)  # sqlite: one writer, one thread at a time
@@ -104,6 +109,13 @@ class Pipeline:
         self._store_failing = False
         self.compliance = Compliance(self.config.finish_minutes)
         self._echo_probe: dict[str, dict[Any, Any]] = {}  # series key -> {EchoNumber: TE}
+        # The live path never waits on the store: verdicts use this cache, and new series
+        # (with their echo times) are written by the flush task, woken by _record.
+        self.templates = TemplateCache()
+        self._echo_times: dict[str, list[float]] = {}  # series key -> echo times to record
+        self._wake_flush = trio.Event()
+        self._learnt: set[tuple[str, str]] = set()  # templates new series may have changed
+        self._writing = 0  # series in the store's hands now
         self.files_seen = 0
         self.unreadable = 0
         self._files_in: trio.MemoryReceiveChannel[FileReady] | None = None
@@ -121,6 +133,7 @@ class Pipeline:
             self.open_store, self.config.db, limiter=self._sqlite
         )
         try:
+            await self._load_templates()
             await self._restore_today()
             files_send, files_receive = trio.open_memory_channel[FileReady](FILE_BUFFER)
             messages_send, messages_receive = trio.open_memory_channel[Message](MESSAGE_BUFFER)
@@ -145,11 +158,16 @@ class Pipeline:
                and self._files_in.statistics().current_buffer_used >= FILE_BUFFER // 2):
             await trio.sleep(ROOM_POLL_SECONDS)
 
+    def _roots_changed(self, not_watching: dict[str, str]) -> None:
+        """Tell every page which watched roots are gone, and since when."""
+        self.hub.publish(Message(None, "watch", {"not_watching": not_watching}))
+
     def health(self) -> dict[str, Any]:
         return {
             "files_seen": self.files_seen,
             "unreadable": self.unreadable,
             "store_ok": not self._store_failing,
+            "store_pending": self.state.dirty_count() + self._writing,
             "hub": asdict(self.hub.statistics()),
             "watcher": asdict(self.watcher.statistics()),
         }
@@ -172,13 +190,15 @@ class Pipeline:
         async with files, messages:
             async for batch in receive_batches(files):
                 out: list[Message] = []
+                send_now = partial(_send_coalesced, messages, out)
                 for ready in batch:
                     self.files_seen += 1
-                    out += await self._on_file(ready.path)
-                for message in coalesce(out):
-                    await messages.send(message)
+                    out += await self._on_file(ready.path, send_now, out)
+                await send_now()
 
-    async def _on_file(self, path: str) -> list[Message]:
+    async def _on_file(
+        self, path: str, send_now: Callable[[], Awaitable[None]], out: list[Message]
+    ) -> list[Message]:
         route = self.state.route(path)
         if isinstance(route, Known):
             if route.key in self._echo_probe:
@@ -187,33 +207,52 @@ class Pipeline:
         header = await trio.to_thread.run_sync(read_header, path, limiter=self._readers)
         if isinstance(header, Unreadable):
             self.unreadable += 1
-            log.warning("unreadable file %s: %s", header.path, header.reason)
+            # %r: a name is data (a newline in it cannot forge a log line)
+            log.warning("unreadable file %r: %r", header.path, header.reason)
             return [Message(None, "unreadable", {"path": header.path, "reason": header.reason})]
         key = self.state.key_for(path, header)
         if self.state.knows(key):
             return self._count(key, path, frames_of(header))
-        template, previous = await self._store_call(_verdict_inputs, header, default=(None, None))
-        result = check(header, template, self.rules, live=True)
-        if change := software_change(previous, header.get("SoftwareVersions")):
+        result = check(header, self.templates.get(header), self.rules, live=True)
+        if change := software_change(await self._previous_software(header),
+                                     header.get("SoftwareVersions")):
             result = announce_software_change(result, change)
         series = self.state.add_series(key, header, result, path, time.time())
         # An enhanced multi-echo file carries all its echo times (header EchoTimes).
         times = header.get("EchoTimes") if isinstance(header.get("EchoTimes"), list) else []
-        recorded = await self._store_call(
-            lambda s: _record(s, series, n_files=series.n_files,
-                              echo_times=times if len(times) > 1 else ()),
-            write=True,
-        )
-        if recorded is None:
-            self.state.mark_dirty([key])  # the store failed: the next flush records it
+        if len(times) > 1:
+            self._echo_times[key] = times
+        self.templates.learn(header, self._echo_times.get(key, ()))
+        self._learnt.add(key_of(header))
+        self._record(key)
         self._echo_probe[key] = {header.get("EchoNumber"): header.get("TE")}
         while len(self._echo_probe) > MAX_ECHO_PROBES:  # series that ended after one file
             del self._echo_probe[next(iter(self._echo_probe))]
-        return [Message(series.station, "new", result, series=key),
-                # a software upgrade is announced on the card, not alarmed field by field
-                *await self._on_new_series(
-                    series.station, series.session, key, header,
-                    None if result["status"] == "software_changed" else result["errors"])]
+        out.append(Message(series.station, "new", result, series=key))
+        if self.compliance.session_of(series.station) != series.session:
+            await send_now()  # a new session asks the store for its protocol: verdict first
+        # a software upgrade is announced on the card, not alarmed field by field
+        return await self._on_new_series(
+            series.station, series.session, key, header,
+            None if result["status"] == "software_changed" else result["errors"])
+
+    async def _previous_software(self, header: dict[str, Any]) -> Any:
+        """The software of the last series of this sequence on this station (a change is
+        announced with the verdict): from memory, which every new series updates; the
+        first time, from the store, waiting at most STORE_PATIENCE (a slow or locked
+        store costs the note, never the verdict's time)."""
+        known, previous = self.templates.previous_software(header)
+        if not known:
+            with trio.move_on_after(STORE_PATIENCE):
+                previous = await self._store_call(lambda s: s.previous_software(header),
+                                                  abandon=True)
+        self.templates.saw_software(header)
+        return previous
+
+    def _record(self, key: str) -> None:
+        """Have the flush task write this series now (the live path does not wait for it)."""
+        self.state.mark_dirty([key])
+        self._wake_flush.set()
 
     async def _probe_echo(self, key: str, path: str) -> None:
         """Learn a new series' echo times from its next files; once all are seen, record
@@ -230,11 +269,8 @@ class Pipeline:
         del self._echo_probe[key]
         times = [t for t in echoes.values() if isinstance(t, float)]
         if len(times) > 1:
-            series = self.state.get(key)
-            await self._store_call(
-                lambda s: _record(s, series, n_files=series.n_files, echo_times=times),
-                write=True,
-            )
+            self._echo_times[key] = times
+            self._record(key)
 
     def _count(self, key: str, path: str, frames: int = 1) -> list[Message]:
         n = self.state.add_file(key, path, time.time(), frames)
@@ -274,7 +310,7 @@ class Pipeline:
 
     def _compliance_messages(self, station: str, alerts: list[Alert]) -> list[Message]:
         for alert in alerts:
-            log.warning("station %s: %s", station, alert.text)
+            log.warning("station %r: %r", station, alert.text)
         return [*(Message(station, "alert", self.compliance.alert_json(a)) for a in alerts),
                 Message(station, "checklist", self.compliance.view(station))]
 
@@ -370,46 +406,88 @@ class Pipeline:
         """Bring back today's series (verdicts and counts) recorded by an earlier run."""
         today = date.today().strftime("%Y%m%d")
         rows = await self._store_call(lambda s: s.series_on(today), default=[])
-        results = []
-        for row in rows:
-            template = await self._store_call(_template_of, row["header"], default=None)
-            results.append(check(row["header"], template, self.rules, live=True))
+        results = [check(row["header"], self.templates.get(row["header"]), self.rules, live=True)
+                   for row in rows]
         self.state.restore(rows, results)
         if rows:
             log.info("restored %d series recorded today", len(rows))
 
-    async def _flush_task(self) -> None:
-        """Write changed file counts to the store every few seconds; cancelled with the pipeline."""
-        while True:
-            await trio.sleep(self.config.flush_seconds)
-            await self._flush()
+    async def _load_templates(self) -> None:
+        templates = await self._store_call(lambda s: s.templates())
+        if templates is not None:
+            self.templates.load(templates)
 
-    async def _flush(self) -> None:
+    async def _reload(self, keys: set[tuple[str, str]]) -> None:
+        """Ask the store again for the templates that the series just written may have changed."""
+        fresh = await self._store_call(lambda s: {k: s.template(*k) for k in keys})
+        if fresh is None:
+            self._learnt |= keys  # the store failed: ask again after the next flush
+        else:
+            self.templates.update(fresh)
+
+    async def _flush_task(self) -> None:
+        """The store task: write new series at once and changed file counts every
+        ``flush_seconds``, then reload the template cache when a series may have changed
+        it (and every TEMPLATE_REFRESH_S for other processes' writes). Cancelled with
+        the pipeline; the live path only marks series dirty and wakes it."""
+        loaded = trio.current_time()
+        while True:
+            with trio.move_on_after(self.config.flush_seconds):
+                await self._wake_flush.wait()
+            self._wake_flush = trio.Event()
+            learnt, self._learnt = self._learnt, set()  # series learnt later are not written yet
+            if not await self._flush():
+                self._learnt |= learnt
+            elif trio.current_time() - loaded > TEMPLATE_REFRESH_S:
+                await self._reload(learnt)
+                await self._load_templates()
+                loaded = trio.current_time()
+            elif learnt:
+                await self._reload(learnt)
+
+    async def _flush(self) -> bool:
+        """Write the series marked dirty; False if the store failed (they stay dirty)."""
         dirty = self.state.take_dirty()
         if not dirty or self.store is None:
-            return
+            return True
+
+        echoes = {s.key: self._echo_times[s.key] for s in dirty if s.key in self._echo_times}
 
         def write(store: Store) -> bool:
             with store.batch():  # one commit for the lot
                 for series in dirty:
-                    _record(store, series, n_files=series.n_files)
+                    _record(store, series, n_files=series.n_files,
+                            echo_times=echoes.get(series.key, ()))
             return True
 
-        if await self._store_call(write, write=True) is None:
+        self._writing = len(dirty)
+        try:
+            written = await self._store_call(write, write=True)
+        finally:
+            self._writing = 0
+        if written is None:
             self.state.mark_dirty(s.key for s in dirty)  # retried at the next flush
+            return False
+        for key, times in echoes.items():
+            if self._echo_times.get(key) is times:
+                del self._echo_times[key]
+        return True
 
     async def _store_call(
-        self, fn: Callable[..., T], *args: Any, default: T | None = None, write: bool = False
+        self, fn: Callable[..., T], *args: Any, default: T | None = None, write: bool = False,
+        abandon: bool = False,
     ) -> T | None:
         """Run ``fn(store, *args)`` in the sqlite thread.
 
         A failing store (read-only file, full disk) must not stop verdicts: the error is
         logged once when it starts and once when a *write* succeeds again (a read-only
-        database still answers reads), and ``default`` stands in.
+        database still answers reads), and ``default`` stands in. ``abandon``: a caller
+        that stops waiting (cancelled) leaves the call to finish in its thread.
         """
         assert self.store is not None
         try:
-            value = await trio.to_thread.run_sync(fn, self.store, *args, limiter=self._sqlite)
+            value = await trio.to_thread.run_sync(fn, self.store, *args, limiter=self._sqlite,
+                                                  abandon_on_cancel=abandon)
         except (*database_errors(), OSError) as error:
             if not self._store_failing:
                 log.error("database %s failing, verdicts go on without it: %s", self.store.path,
@@ -455,22 +533,17 @@ class Pipeline:
         return await trio.to_thread.run_sync(build_own, limiter=self._report_limiter)
 
 
-def _template_of(store: Store, header: dict[str, Any]) -> dict[str, Any] | None:
-    return store.template(str(header.get("Project")), template_name(header))
+async def _send_coalesced(messages: trio.MemorySendChannel[Message], out: list[Message]) -> None:
+    """Send what the session task has so far (counts folded, see hub.coalesce) and clear it."""
+    for message in coalesce(out):
+        await messages.send(message)
+    out.clear()
 
 
 def _echo_gap(echoes: dict[Any, Any]) -> bool:
     """Whether the echo numbers seen (1, 2, ...) miss one below the highest."""
     numbers = [n for n in echoes if type(n) is int]
     return bool(numbers) and len(numbers) < max(numbers)
-
-
-def _verdict_inputs(
-    store: Store, header: dict[str, Any]
-) -> tuple[dict[str, Any] | None, str | None]:
-    """What a new series' verdict needs from the store, in one worker-thread hop: its
-    template and the software of the last series of its sequence on its station."""
-    return _template_of(store, header), store.previous_software(header)
 
 
 def _record(store: Store, series: Series, **counts: Any) -> bool:

@@ -225,6 +225,10 @@ class SessionState:
         self._dirty.clear()
         return dirty
 
+    def dirty_count(self) -> int:
+        """Series waiting to be written to the store."""
+        return len(self._dirty)
+
     def mark_dirty(self, keys: Iterable[str]) -> None:
         """Have these series written again at the next flush (the last write failed)."""
         self._dirty.update(k for k in keys if k in self._series)

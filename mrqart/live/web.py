@@ -22,7 +22,6 @@ session state's JSON views and relay hub messages; they decide nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -34,11 +33,21 @@ from quart_trio import QuartTrio
 from mrqart.config import STATIC_DIR
 from mrqart.live import access
 from mrqart.live.auth import REPORT_CSP
+from mrqart.live.guard import (
+    MAX_BODY,
+    BoundedJSON,
+    ClientLimits,
+    close_idle_connections,
+    parse_json_body,
+)
 from mrqart.live.hub import Hub, coalesce, receive_batches
 from mrqart.live.session import SessionState
 
-#: Station names are the scanner's (0008,1010) StationName: short, printable.
-STATION_ID = re.compile(r"^[\w.\- ]{1,64}$")
+#: Station names are the scanner's (0008,1010) StationName: up to 16 characters by the
+#: standard, any printable ones ("Skyra (3T)"); a little room for vendors' liberties.
+MAX_STATION = 64
+#: Longest name of a file or directory (NAME_MAX): a longer static name is simply absent.
+NAME_MAX = 255
 #: Browsers send nothing we need; bigger frames than this are refused by hypercorn.
 MAX_WS_MESSAGE = 64 * 1024
 #: An acknowledgement's reason: a short sentence typed at the console.
@@ -94,9 +103,12 @@ def create_app(
     access.install(app, guard)
     # "/static//etc/passwd" answers 404, not a 308 redirect that merges the slashes.
     app.url_map.merge_slashes = False
+    _add_limits(app)
 
     def station_or_404(station: str) -> str:
-        if not STATION_ID.match(station):
+        # any printable name, but no "." or ".." segment: such a path means traversal
+        if not (0 < len(station) <= MAX_STATION and station.isprintable()) or any(
+                part in (".", "..") for part in station.split("/")):
             abort(400, "malformed station id")
         return station
 
@@ -104,7 +116,8 @@ def create_app(
     async def index() -> Any:
         return await app.send_static_file("index.html")
 
-    @app.get("/station/<station>")
+    # <path:...>: names are data, slashes included (the page %2F-quotes them)
+    @app.get("/station/<path:station>")
     async def station_page(station: str) -> Any:
         station_or_404(station)
         return await app.send_static_file("index.html")
@@ -121,7 +134,7 @@ def create_app(
             here += [{**s, "remote": True} for s in all_stations() if s["station"] not in seen]
         return jsonify(here)
 
-    @app.get("/api/stations/<station>/series")
+    @app.get("/api/stations/<path:station>/series")
     async def series(station: str) -> Any:
         return jsonify(_or_404(state.series_of(station_or_404(station)), "unknown station"))
 
@@ -130,27 +143,34 @@ def create_app(
     if reports is not None:
         _add_report_routes(app, reports)
 
+    limits = ClientLimits()
+
     @app.get("/healthz")
     async def healthz() -> Any:
-        return jsonify(health())
+        return jsonify({**health(), "web": limits.statistics()})
 
     @app.websocket("/ws")
-    async def ws() -> None:
-        await websocket.accept()
-        phi = access.current_user().phi  # patient data shown to this browser's user
-        async with hub.subscribe() as messages, trio.open_nursery() as nursery:
-            # Drain what the browser sends (nothing is expected) so its frames never pile up.
-            nursery.start_soon(_discard_incoming)
-            nursery.start_soon(access.close_when_session_ends, nursery.cancel_scope, guard)
-            async for batch in receive_batches(messages):
-                for message in coalesce(batch):
-                    await websocket.send(message.text_for(phi))
-            nursery.cancel_scope.cancel()
-        if access.session_ended():
-            await websocket.close(access.CLOSE_SESSION_ENDED, "session ended: log in again")
-            return
-        # The hub ended this subscription (shutdown, or this browser fell behind).
-        await websocket.close(1000)
+    async def ws() -> Any:
+        client = websocket.remote_addr or "unknown"
+        if refusal := limits.refusal(client):
+            return refusal, 429  # before accept: a plain HTTP answer the browser can show
+        with limits.hold(client):
+            await websocket.accept()
+            phi = access.current_user().phi  # patient data shown to this browser's user
+            async with hub.subscribe() as messages, trio.open_nursery() as nursery:
+                # Drain what the browser sends (nothing is expected) so its frames never pile up.
+                nursery.start_soon(_discard_incoming)
+                nursery.start_soon(access.close_when_session_ends, nursery.cancel_scope, guard)
+                async for batch in receive_batches(messages):
+                    for message in coalesce(batch):
+                        await websocket.send(message.text_for(phi))
+                nursery.cancel_scope.cancel()
+            if access.session_ended():
+                await websocket.close(access.CLOSE_SESSION_ENDED, "session ended: log in again")
+                return None
+            # The hub ended this subscription (shutdown, or this browser fell behind).
+            await websocket.close(1000)
+        return None
 
     return app
 
@@ -158,7 +178,7 @@ def create_app(
 def _add_console_routes(
     app: QuartTrio, console: Console, station_or_404: Callable[[str], str]
 ) -> None:
-    @app.get("/api/stations/<station>/checklist")
+    @app.get("/api/stations/<path:station>/checklist")
     async def checklist(station: str) -> Any:
         view = console.checklist(station_or_404(station))
         return jsonify(_or_404(view, "no session on this station yet"))
@@ -171,7 +191,7 @@ def _add_console_routes(
         ack = await console.acknowledge(alert_id, reason, by=access.author(None) or "local")
         return jsonify(_or_404(ack, "unknown alert"))
 
-    @app.route("/api/projects/<project>/protocol", methods=["POST", "DELETE"])
+    @app.route("/api/projects/<path:project>/protocol", methods=["POST", "DELETE"])
     async def pin_protocol(project: str) -> Any:
         session = None
         if request.method == "POST":
@@ -224,6 +244,34 @@ def _add_report_routes(app: QuartTrio, reports: Reports) -> None:
         return await html(reports.project_page(project, request.args.get("since")))
 
 
+def _add_limits(app: QuartTrio) -> None:
+    """Bodies capped before they are read, idle connections closed (see live.guard), and
+    a static name no file system could hold answered 404."""
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY  # chunked bodies: Quart stops past it
+    app.json = BoundedJSON(app)  # request.get_json anywhere: deep nesting is a 400
+
+    @app.errorhandler(UnicodeDecodeError)
+    async def not_utf8(error: UnicodeDecodeError) -> Any:
+        # quart-trio's get_data(as_text=True) decodes strictly, before any JSON parsing
+        return {"error": "the body is not UTF-8"}, 400
+    app.asgi_app = close_idle_connections(app.asgi_app)  # type: ignore[method-assign]
+
+    @app.before_request
+    async def refuse_big_bodies() -> None:
+        if (request.content_length or 0) > MAX_BODY:
+            abort(413, f"request bodies are at most {MAX_BODY} bytes")
+
+    send_static = app.view_functions["static"]
+
+    async def static(filename: str) -> Any:
+        # os.stat would raise ENAMETOOLONG (a 500) for a name past NAME_MAX
+        if any(len(part.encode()) > NAME_MAX for part in filename.split("/")):
+            abort(404)
+        return await send_static(filename=filename)
+
+    app.view_functions["static"] = static
+
+
 def _or_404(value: T | None, reason: str) -> T:
     if value is None:
         abort(404, reason)
@@ -231,8 +279,11 @@ def _or_404(value: T | None, reason: str) -> T:
 
 
 async def _body_text(name: str) -> str | None:
-    """A string field of the request's JSON body, stripped; None if absent or not text."""
-    body = await request.get_json(force=True, silent=True)
+    """A string field of the request's JSON body, stripped; None if absent or not text.
+    A body that is not UTF-8 JSON is a 400 with the reason (never a traceback)."""
+    body, error = parse_json_body(await request.get_data(cache=False))
+    if error:
+        abort(400, error)
     value = body.get(name) if isinstance(body, dict) else None
     return value.strip() if isinstance(value, str) else None
 

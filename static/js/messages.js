@@ -6,6 +6,7 @@ import { putChecklist, updateItem } from "./checklist.js";
 import { putSeries, station } from "./model.js";
 import { render, tick } from "./page.js";
 import { addUnreadable } from "./unreadable.js";
+import { showWatching } from "./watching.js";
 
 export function handle(msg) {
   switch (msg.type) {
@@ -46,6 +47,9 @@ export function handle(msg) {
       break;
     case "unreadable":
       addUnreadable(msg.station, msg.content || {});
+      break;
+    case "watch": // a watched root went or came back
+      showWatching(msg.content.not_watching);
       break;
     default:
       // New message types may be added to the wire format; older pages ignore them.
