@@ -115,19 +115,25 @@ def series_rows(db: Path) -> list[tuple[str, int, int]]:
 
 async def churn(url: str, clients: int) -> None:
     """``clients`` browsers that connect, read for HOLD_S, disconnect, wait AWAY_S and
-    connect again, until stdin closes; prints the number of connections made."""
-    from trio_websocket import open_websocket_url
+    connect again (also after a refusal: all from one address, they meet the service's
+    per-address cap), until stdin closes; prints the number of connections made."""
+    from trio_websocket import ConnectionRejected, open_websocket_url
 
     connects = 0
 
     async def one() -> None:
         nonlocal connects
         while True:
-            async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
-                with trio.move_on_after(HOLD_S):
-                    while True:
-                        await ws.get_message()
-            connects += 1
+            try:
+                async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
+                    with trio.move_on_after(HOLD_S):
+                        while True:
+                            await ws.get_message()
+            except ConnectionRejected as refused:
+                # past the per-address cap (live/guard.py): like the page, try again later
+                assert refused.status_code == 429, refused
+            else:
+                connects += 1
             await trio.sleep(AWAY_S)
 
     async with trio.open_nursery() as nursery:

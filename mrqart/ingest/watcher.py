@@ -729,7 +729,7 @@ class Watcher:
         if mask & Flag.ATTRIB:  # chmod of a file delivered while unreadable
             if not os.access(path, os.R_OK):
                 return None
-            del self._unreadable[path]
+            self._unreadable.pop(path, None)  # (a DELETE in the same batch may have dropped it)
             self._index.discard(dirpath, name)
             return self._stat_ready(dirpath, name, seen)
         # IN_CREATE: a file being written gets its IN_CLOSE_WRITE later (which supersedes
