@@ -385,6 +385,7 @@ class Pipeline:
                 limiter=self._sqlite)
         except LookupError:
             return None
+        await self._load_templates()  # the accepted set is the template now
         station = change["station"]
         if self.state.knows(key):
             series = self.state.get(key)

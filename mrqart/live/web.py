@@ -281,7 +281,7 @@ def _or_404(value: T | None, reason: str) -> T:
 async def _body_text(name: str) -> str | None:
     """A string field of the request's JSON body, stripped; None if absent or not text.
     A body that is not UTF-8 JSON is a 400 with the reason (never a traceback)."""
-    body, error = parse_json_body(await request.get_data(cache=False))
+    body, error = parse_json_body(await request.get_data())  # cached: read per field
     if error:
         abort(400, error)
     value = body.get(name) if isinstance(body, dict) else None
