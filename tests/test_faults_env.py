@@ -336,8 +336,10 @@ async def test_names_with_any_printable_characters_work_in_every_route(tmp_path:
                          Station="Skyra (3T)", Project="Research/Smith")
         station, project = quote("Skyra (3T)", safe=""), quote("Research/Smith", safe="")
         u = service.url
-        for path in (f"/api/stations/{station}/series", f"/api/stations/{station}/checklist",
-                     f"/station/{station}"):
+        # the session (and its checklist) starts once the verdict is out
+        await poll(lambda: trio.to_thread.run_sync(
+            lambda: http(f"{u}/api/stations/{station}/checklist")[0] == 200))
+        for path in (f"/api/stations/{station}/series", f"/station/{station}"):
             status, body = await trio.to_thread.run_sync(http, u + path)
             assert status == 200, (path, body[:200])
         (series,) = json.loads((await trio.to_thread.run_sync(
