@@ -346,6 +346,20 @@ async def test_accounts_roles_sessions_and_patient_data(
     assert not any("wrong" in line or "pass" in line for line in audit)  # no password logged
 
 
+async def test_repeated_failed_logins_lock_the_name(tmp_path: Path) -> None:
+    users = write_users(tmp_path)
+    with trio.fail_after(30):
+        async with serving(tmp_path, users=users) as running:
+            for _ in range(5):
+                r = await call(running.url, "/api/login", method="POST",
+                               body={"name": "otto", "password": "guess"})
+                assert r.status == 401
+            r = await call(running.url, "/api/login", method="POST",
+                           body={"name": "otto", "password": PASSWORDS["otto"]})
+            assert r.status == 429  # even the right password, for now
+            await login(running.url, "vera")  # another name is not affected
+
+
 async def raise_alert_seen(ws: Any, seen: list[str]) -> str:
     return str((await until(ws, "alert", seen))["content"]["id"])
 

@@ -12,6 +12,7 @@ import pytest
 from mrqart.live.auth import (
     Account,
     Sessions,
+    Throttle,
     User,
     UsersFileError,
     cross_site,
@@ -239,3 +240,16 @@ def test_phi_defaults_by_role() -> None:
     assert phi_for(None, "operator", None) == "show"
     assert phi_for(None, "operator", "initials") == "initials"
     assert phi_for("show", "viewer", "hide") == "show"  # the account's own setting wins
+
+
+def test_failed_logins_lock_a_name_for_a_while() -> None:
+    throttle = Throttle(limit=3, window=60.0)
+    for t in (0.0, 10.0, 20.0):
+        assert not throttle.blocked("otto", t)
+        throttle.failed("otto", t)
+    assert throttle.blocked("otto", 30.0) and not throttle.blocked("vera", 30.0)
+    assert not throttle.blocked("otto", 60.0)  # the first failure is a minute old
+    throttle.failed("otto", 61.0)
+    assert throttle.blocked("otto", 62.0)
+    throttle.succeeded("otto")
+    assert not throttle.blocked("otto", 62.0)

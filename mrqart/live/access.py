@@ -41,6 +41,7 @@ from mrqart.live.auth import (
     Account,
     Session,
     Sessions,
+    Throttle,
     User,
     cross_site,
     csrf_ok,
@@ -83,6 +84,7 @@ class Guard:
     phi: str | None = None
     tls: bool = False
     sessions: Sessions = field(default_factory=Sessions)
+    throttle: Throttle = field(default_factory=Throttle)
     clock: Callable[[], float] = time.monotonic
     #: scrypt runs in a thread, one at a time: a flood of logins costs one core at most.
     hashing: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
@@ -222,14 +224,19 @@ def install(app: QuartTrio, guard: Guard) -> None:
             abort(400, 'give {"name", "password"}')
         if guard.accounts is None:
             abort(404, "this service has no accounts (no users file)")
+        if guard.throttle.blocked(name, guard.clock()):
+            audit.warning("login as %r refused: too many failures", name)
+            abort(429, "too many failed logins for this name: try again in 5 minutes")
         account = guard.accounts.get(name)
         ok = await trio.to_thread.run_sync(
             verify_password, password, account.password if account else None,
             limiter=guard.hashing,
         )
         if not ok or account is None:
+            guard.throttle.failed(name, guard.clock())
             audit.warning("failed login as %r from %s", name, request.remote_addr)
             abort(401, "wrong name or password")
+        guard.throttle.succeeded(name)
         user = User(account.name, account.role, phi_for(account.phi, account.role, guard.phi))
         token, session = guard.sessions.start(user, guard.clock())
         g.user = user

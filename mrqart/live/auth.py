@@ -264,6 +264,35 @@ class Sessions:
             self._by_token.pop(token, None)
 
 
+@dataclass
+class Throttle:
+    """Failed logins per account name: after ``limit`` failures within ``window`` seconds
+    the name is refused (without checking a password) until the oldest of them is
+    ``window`` old. Guessing costs 5 tries per 5 minutes per name; the price is that
+    someone may lock a colleague out for 5 minutes. Bounded: MAX_SESSIONS names."""
+
+    limit: int = 5
+    window: float = 300.0
+    _failures: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+
+    def blocked(self, name: str, now: float) -> bool:
+        recent = [t for t in self._failures.get(name, ()) if now - t < self.window]
+        if recent:
+            self._failures[name] = recent
+        else:
+            self._failures.pop(name, None)
+        return len(recent) >= self.limit
+
+    def failed(self, name: str, now: float) -> None:
+        self._failures.setdefault(name, []).append(now)
+        self._failures.move_to_end(name)
+        while len(self._failures) > MAX_SESSIONS:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
+
+
 # -- request checks ---------------------------------------------------------------------
 def host_name(host: str | None) -> str | None:
     """The name part of a Host header, lower case, without port or IPv6 brackets."""

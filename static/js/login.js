@@ -35,6 +35,7 @@ form.addEventListener("submit", async (ev) => {
   }
   if (r) {
     error.textContent = r.status === 401 ? "Wrong name or password."
+      : r.status === 429 ? "Too many failed logins for this name: try again in 5 minutes."
       : r.status === 404 ? "This console has no accounts: open it without logging in."
         : `Not logged in (HTTP ${r.status}).`;
   }
