@@ -141,3 +141,38 @@ async def test_a_software_upgrade_is_announced_once_per_sequence(tmp_path: Path)
             await until(ws, "accepted")  # after the replaced verdict ("new")
         final = await write_session(root, ws, "xa", **upgraded)
         assert set(statuses(final).values()) == {"conform"}, errors(final)
+
+
+async def test_the_echo_probe_waits_for_a_lower_echo_that_arrives_late(tmp_path: Path) -> None:
+    """The watcher may deliver a burst out of order: a multi-echo series whose first
+    files are echoes 2, 3 and 2 again still learns echo 1 when it comes."""
+    from mrqart.ingest.inotify import Flag
+    from mrqart.ingest.watcher import MemoryEventSource
+
+    root = tmp_path / "scanner"
+    session = root / "session"
+    session.mkdir(parents=True)
+    db = tmp_path / "db.sqlite"
+    source = MemoryEventSource()
+    stop = trio.Event()
+    config = Config(roots=(root,), db=db, port=0, catch_up=False)
+    te = {1: 14.2, 2: 35.9, 3: 57.6}
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(lambda task_status: run_service(
+                config, stop=stop, source=source, task_status=task_status))
+            async with open_websocket_url(url.replace("http", "ws") + "/ws") as ws:
+                for n, (image, echo) in enumerate([(2, 2), (3, 3), (5, 2), (1, 1), (4, 1)], 1):
+                    path = session / f"001_000006_{image:06d}.dcm"
+                    synth.write_dicom(path, SeriesNumber=6, SequenceName="me_bold",
+                                      StudyUID="1.2.echo", EchoNumber=echo, TE=te[echo])
+                    assert source.emit(path, Flag.CLOSE_WRITE)
+                    while True:  # each file counted before the next is written
+                        message = json.loads(await ws.get_message())
+                        if message["type"] in ("new", "update") and (
+                                message["type"] == "new" or message["content"] == n):
+                            break
+            stop.set()
+    with Store(db) as store:
+        (series,) = [s for s in store.param_sets("MRQART_test", "me_bold") if s["count"]]
+    assert series["params"]["TE"] == [14.2, 35.9, 57.6]
