@@ -75,6 +75,12 @@ def in_banner(text: str) -> str:
     return ("[...document.querySelectorAll('#alarm .alert')].find(e => "
             f"e.querySelector('.text').textContent.startsWith({text!r}))")
 
+# Records what the page's Content-Security-Policy refuses from now on.
+WATCH_CSP = ("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
+             "e => window.cspViolations.push(e.violatedDirective))")
+# Every resource the page loaded that is not from its own origin.
+OUTSIDE = ("performance.getEntriesByType('resource').map(e => e.name)"
+           ".filter(u => !u.startsWith(location.origin + '/'))")
 
 # -- end to end ---------------------------------------------------------------------------
 
@@ -91,6 +97,8 @@ async def test_two_wrong_series_alarm_until_acknowledged(browser: Page, tmp_path
         await trio.to_thread.run_sync(learn_history, tmp_path / "archive", db)
         async with trio.open_nursery() as nursery:
             url = await nursery.start(partial(run_service, Config(roots=(root,), db=db, port=0)))
+            # Every page from now on records what its Content-Security-Policy refuses.
+            await browser.send("Page.addScriptToEvaluateOnNewDocument", source=WATCH_CSP)
             await open_page(browser, f"{url}/station/{DEFAULT_FIELDS['Station']}")
             assert await browser.evaluate("document.getElementById('alarm').hidden") is True
             await trio.to_thread.run_sync(
@@ -146,11 +154,22 @@ async def test_two_wrong_series_alarm_until_acknowledged(browser: Page, tmp_path
                           for a in acks.values()) == [
                 ("nonconform", "2", "flip angle on purpose"),
                 ("nonconform", "3", "TR changed for this participant")]
+            assert await browser.evaluate("window.cspViolations") == []
             # A second page opened now shows the same: no alarm, both lines acknowledged.
             await open_page(browser, f"{url}/station/{DEFAULT_FIELDS['Station']}")
             assert await browser.evaluate("document.getElementById('alarm').hidden") is True
             assert [v for v, _ in (await browser.evaluate(LINES)).values()] == [
                 "conform", "acknowledged", "acknowledged", "conform"]
+            # The wall, served by the service: still acquiring, nothing open: amber.
+            await open_page(browser, f"{url}/station/{DEFAULT_FIELDS['Station']}?view=wall")
+            assert await browser.evaluate("document.getElementById('wall-state').dataset.state") == "running"
+            # Under the service's Content-Security-Policy nothing was refused, and nothing
+            # came from anywhere but the service.
+            assert await browser.evaluate("window.cspViolations") == []
+            assert await browser.evaluate(OUTSIDE) == []
+            # (The policy is on and the watch works: an inline style attribute is refused.)
+            await browser.evaluate("document.body.setAttribute('style', 'color: red')")
+            await browser.wait_for("window.cspViolations.length === 1")
             assert browser.errors == []
             nursery.cancel_scope.cancel()
 
