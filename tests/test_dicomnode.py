@@ -235,6 +235,56 @@ async def test_a_store_waits_for_room_in_the_pipeline(tmp_path: Path) -> None:
     assert [p.name for p in received(tmp_path / "recv")] == ["001_000002_000005.dcm"]
 
 
+async def test_the_first_file_of_a_new_study_waits_for_the_watch(tmp_path: Path) -> None:
+    """The node makes a new study's directory, and writes its first file only once the
+    watcher follows it (so the rename is an event, not a scan that holds it back)."""
+    path = tmp_path / "one.dcm"
+    synth.write_dicom(path, SeriesNumber=3, InstanceNumber=1)
+    recv = tmp_path / "recv"
+    watching = False
+    asked = trio.Event()
+
+    def watched(directory: Path) -> bool:  # a watcher that has not got there yet
+        asked.set()
+        return watching
+
+    node = DicomNode(recv, port=0, watched=watched, watch_wait=60)
+    statuses: list[int] = []
+    answered = trio.Event()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(node.run)
+
+            async def send() -> None:
+                statuses.extend(await trio.to_thread.run_sync(pynetdicom_store, port, [path]))
+                answered.set()
+
+            nursery.start_soon(send)
+            await asked.wait()
+            await poll(lambda: trio.to_thread.run_sync((recv / STUDY).is_dir))
+            assert received(recv) == [] and statuses == []
+            watching = True
+            await answered.wait()
+            nursery.cancel_scope.cancel()
+    assert statuses == [STATUS_SUCCESS]
+    assert [p.name for p in received(recv)] == ["001_000003_000001.dcm"]
+
+
+async def test_a_watch_that_never_comes_delays_the_file_but_does_not_lose_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "one.dcm"
+    synth.write_dicom(path)
+    node = DicomNode(tmp_path / "recv", port=0, watched=lambda d: False, watch_wait=0.05)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(node.run)
+            statuses = await trio.to_thread.run_sync(pynetdicom_store, port, [path, path])
+            nursery.cancel_scope.cancel()
+    assert statuses == [STATUS_SUCCESS] * 2
+    assert len(received(tmp_path / "recv")) == 1  # the same instance twice: one file
+
+
 # -- through the whole service ---------------------------------------------------------
 async def collect_until(ws: Any, expected: dict[str, int]) -> list[dict[str, Any]]:
     """Every message until each series key in ``expected`` has reached its file count."""
