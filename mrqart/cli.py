@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s; 0.0.0.0 for another machine)")
     p.add_argument("--port", type=int, default=8080, help="port for HTTP and WebSocket (default: %(default)s)")
     p.add_argument("--rules", type=Path, default=None, help="TOML file overriding the comparison rules")
+    p.add_argument("--all-stations", action="store_true",
+                   help="list every station of the (shared) database on /api/stations")
     p.add_argument("--no-catch-up", action="store_true",
                    help="do not deliver files already in today's session directories at start")
     p.add_argument("--finish-minutes", type=float, default=FINISHED_AFTER_MINUTES, metavar="MINUTES",
@@ -378,6 +380,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         roots=tuple(args.dirs), db=args.db, host=args.host, port=args.port,
         rules=args.rules, catch_up=not args.no_catch_up, finish_minutes=args.finish_minutes,
         pattern=args.names,
+        all_stations=args.all_stations,
         dicom_port=args.dicom_port, ae_title=args.ae_title, dicom_dir=args.dicom_dir,
         dicom_allow=tuple(args.dicom_allow),
         users=users, trust_proxy=tuple(args.trust_proxy), proxy_header=args.proxy_header,

@@ -6,6 +6,7 @@ import the other for a default.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,15 @@ def default_db() -> Path | str:
     return Path(data_home) / "mrqart" / "mrqart.sqlite"
 
 
+def default_outbox(db: Path | str, roots: tuple[Path, ...]) -> Path:
+    """Where a service whose store is a remote database keeps the writes waiting for it:
+    beside the sqlite default, one file per database and watched directories (two
+    services on one host keep theirs apart)."""
+    digest = hashlib.sha1(repr((str(db), [str(r) for r in roots])).encode()).hexdigest()[:12]
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "mrqart" / f"outbox-{digest}.sqlite"
+
+
 def default_users() -> Path:
     """The users file: ``$MRQART_USERS``, else ``$XDG_CONFIG_HOME/mrqart/users.toml``."""
     if env := os.environ.get("MRQART_USERS"):
@@ -78,6 +88,10 @@ class Config:
     flush_seconds: float = FLUSH_SECONDS
     #: A session with no new file for this long is finished (missing series reported).
     finish_minutes: float = FINISHED_AFTER_MINUTES
+    #: List every station of the (shared) database on /api/stations, not only this one's.
+    all_stations: bool = False
+    #: A remote database's waiting writes (default: config.default_outbox).
+    outbox: Path | None = None
     #: The DICOM node (C-STORE SCP, mrqart.ingest.dicomnode) listens here on ``host``;
     #: None: no node.
     dicom_port: int | None = None

@@ -73,3 +73,14 @@ def test_what_was_kept_survives_a_restart(tmp_path: Path, store: BaseStore) -> N
     outbox = Outbox(tmp_path / "outbox.sqlite")
     assert outbox.kept("templates") == store.templates()
     outbox.close()
+
+
+def test_a_count_update_keeps_the_echo_times_waiting(tmp_path: Path, store: BaseStore) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    first = record("s1:1", series(TE=14.2), 1)
+    outbox.put([(first[0], first[1], {**first[2], "echo_times": [14.2, 38.93]})])
+    outbox.put([record("s1:1", series(TE=14.2), 12)])  # no echo times: they stay
+    outbox.drain(store)
+    assert store.session_series("s1") == [("RewardedAnti", 12)]
+    assert store.template("Brain^Wellness", "RewardedAnti")["TE"] == [14.2, 38.93]  # type: ignore[index]
+    outbox.close()

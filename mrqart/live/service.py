@@ -30,9 +30,10 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from mrqart.config import Config, default_db, prepare_db
+from mrqart.config import Config, default_db, default_outbox, prepare_db
 from mrqart.headers import Unreadable, frames_of, read_header
 from mrqart.ingest.watcher import FileReady, Watcher
+from mrqart.live import shared
 from mrqart.live.access import Guard
 from mrqart.live.auth import exposure_error
 from mrqart.live.hub import Hub, Message, coalesce, receive_batches
@@ -44,8 +45,15 @@ from mrqart.rules.check import DEFAULT_RULES, check, load_rules
 from mrqart.rules.compliance import Compliance
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES, Alert, Protocol
 from mrqart.rules.templates import accepted_result, announce_software_change, software_change, votes
+from mrqart.store import (
+    PROTOCOLS,
+    TEMPLATES,
+    database_errors,
+    is_postgres,
+    open_store,
+)
 from mrqart.store import BaseStore as Store
-from mrqart.store import database_errors, open_store
+from mrqart.store.outbox import Outbox, OutboxFull
 
 if TYPE_CHECKING:
     from mrqart.ingest.dicomnode import DicomNode
@@ -106,7 +114,13 @@ class Pipeline:
         self._sqlite = trio.CapacityLimiter(1)  # sqlite: one writer, one thread at a time
         self._readers = trio.CapacityLimiter(1)  # the session task reads one header at a time
         self._report_limiter = trio.CapacityLimiter(1)  # report pages: one at a time
-        self._store_failing = False
+        self.reach = shared.Reachability()
+        # A remote (PostgreSQL) store: the live path never writes to it; the flush task
+        # keeps its writes in the outbox on local disk first (see run, _flush).
+        self.outbox: Outbox | None = None
+        self._pending: dict[str, tuple[str, str, dict[str, Any]]] = {}  # acknowledgements
+        self._projects: set[str] = set()  # of the sessions followed, for pinned protocols
+        self.db_stations: list[dict[str, Any]] = []  # every station in it (--all-stations)
         self.compliance = Compliance(self.config.finish_minutes)
         self._echo_probe: dict[str, dict[Any, Any]] = {}  # series key -> {EchoNumber: TE}
         # The live path never waits on the store: verdicts use this cache, and new series
@@ -118,6 +132,7 @@ class Pipeline:
         self._writing = 0  # series in the store's hands now
         self.files_seen = 0
         self.unreadable = 0
+        self.changes_heard = 0  # change notifications from other processes
         self._files_in: trio.MemoryReceiveChannel[FileReady] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -129,10 +144,17 @@ class Pipeline:
         # nibabel (~0.3 s to import) reads old CSA1 headers; import it now, not on the
         # first file from such a scanner.
         await trio.to_thread.run_sync(importlib.import_module, "nibabel.nicom.csareader")
+        remote = is_postgres(str(self.config.db))
+        if remote:  # its server may be away: the store connects in the background
+            self.open_store = partial(self.open_store, wait=False)
+            self.outbox = await trio.to_thread.run_sync(Outbox, self.config.outbox or default_outbox(
+                self.config.db, self.config.roots))
         self.store = await trio.to_thread.run_sync(
             self.open_store, self.config.db, limiter=self._sqlite
         )
         try:
+            if remote:
+                await self._flush()  # what an earlier run could not write, first
             await self._load_templates()
             await self._restore_today()
             files_send, files_receive = trio.open_memory_channel[FileReady](FILE_BUFFER)
@@ -143,12 +165,20 @@ class Pipeline:
                 nursery.start_soon(self._session_task, files_receive, messages_send, name="session")
                 nursery.start_soon(self._flush_task, name="flush")
                 nursery.start_soon(self._quiet_task, messages_send.clone(), name="quiet")
+                if remote:
+                    nursery.start_soon(shared.follow_changes, self.store.changes,
+                                       self._on_change, name="changes")
+                if self.config.all_stations:
+                    nursery.start_soon(shared.follow_stations, self.store, self._sqlite,
+                                       partial(setattr, self, "db_stations"), name="stations")
                 await nursery.start(self.watcher.run, files_send, name="watcher")
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
                 await self._flush()
                 await trio.to_thread.run_sync(self.store.close, limiter=self._sqlite)
+                if self.outbox is not None:
+                    await trio.to_thread.run_sync(self.outbox.close)
 
     async def wait_for_room(self) -> None:
         """Return once the session task is not behind: its file channel is less than
@@ -166,8 +196,10 @@ class Pipeline:
         return {
             "files_seen": self.files_seen,
             "unreadable": self.unreadable,
-            "store_ok": not self._store_failing,
+            "store_ok": self.reach.since is None,
             "store_pending": self.state.dirty_count() + self._writing,
+            "changes_heard": self.changes_heard,
+            "database": {**self.reach.view(), "pending": self._outbox_size()},
             "hub": asdict(self.hub.statistics()),
             "watcher": asdict(self.watcher.statistics()),
         }
@@ -300,6 +332,7 @@ class Pipeline:
         if self.compliance.session_of(station) != session:
             await self._flush()  # the last session's final counts teach the protocol
             project = str(header.get("Project"))
+            self._projects.add(project)
             protocol = await self._store_call(
                 lambda s: s.protocol(project, exclude=session), default=Protocol(project, ())
             )
@@ -336,7 +369,12 @@ class Pipeline:
             return None
         station, alert = found
         at = datetime.now().astimezone().isoformat(timespec="seconds")
-        await self._store_call(lambda s: s.acknowledge(alert.to_json(), reason, at), write=True)
+        if self.outbox is not None:  # written by the flush task, kept on disk until then
+            self._pending[f"ack {alert_id}"] = (f"ack {alert_id}", "acknowledge", {
+                "alert": alert.to_json(), "reason": reason, "at": at})
+        else:
+            await self._store_call(lambda s: s.acknowledge(alert.to_json(), reason, at),
+                                   write=True)
         self.compliance.acknowledge(alert_id, reason, at)
         ack = {"id": alert_id, "reason": reason, "at": at, "by": by}
         self.hub.publish(Message(station, "ack", ack))
@@ -414,7 +452,15 @@ class Pipeline:
             log.info("restored %d series recorded today", len(rows))
 
     async def _load_templates(self) -> None:
+        """Load the template cache from the store. A remote store's templates are kept
+        in the outbox too, and loaded from there when it does not answer (a service
+        restarted during an outage still gives verdicts)."""
         templates = await self._store_call(lambda s: s.templates())
+        if self.outbox is not None:
+            if templates is not None:
+                await trio.to_thread.run_sync(self.outbox.keep, "templates", templates)
+            elif not len(self.templates):
+                templates = await trio.to_thread.run_sync(self.outbox.kept, "templates")
         if templates is not None:
             self.templates.load(templates)
 
@@ -448,6 +494,8 @@ class Pipeline:
 
     async def _flush(self) -> bool:
         """Write the series marked dirty; False if the store failed (they stay dirty)."""
+        if self.outbox is not None:
+            return await self._flush_remote()
         dirty = self.state.take_dirty()
         if not dirty or self.store is None:
             return True
@@ -474,6 +522,50 @@ class Pipeline:
                 del self._echo_times[key]
         return True
 
+    async def _flush_remote(self) -> bool:
+        """A remote store's writes: the dirty series (with their echo times) and the
+        acknowledgements go into the outbox on local disk, then the outbox is replayed
+        into the store in order; False if the store failed. While the database is away
+        they wait there, across a restart too."""
+        assert self.outbox is not None
+        dirty = self.state.take_dirty()
+        echoes = {s.key: self._echo_times[s.key] for s in dirty if s.key in self._echo_times}
+        entries = [*self._pending.values(), *(
+            _series_entry(s, n_files=s.n_files,
+                          **({"echo_times": echoes[s.key]} if s.key in echoes else {}))
+            for s in dirty)]
+        self._pending.clear()
+        if entries:
+            try:
+                await trio.to_thread.run_sync(self.outbox.put, entries)
+            except OutboxFull as error:  # the state still holds the series; counts go on
+                log.error("%s: these writes stay in memory only", error)
+        for key, times in echoes.items():  # on disk now
+            if self._echo_times.get(key) is times:
+                del self._echo_times[key]
+        if self.store is None:
+            return False
+        return await self._store_call(self.outbox.drain, write=True) is not None
+
+    def _outbox_size(self) -> int | None:
+        return None if self.outbox is None else len(self.outbox)
+
+    async def _on_change(self, what: set[str]) -> None:
+        """Another process changed the templates or pinned protocols: keep the new
+        templates; the stations following a project whose protocol changed show it."""
+        if TEMPLATES in what:
+            await self._load_templates()
+        if PROTOCOLS in what:
+            for project in sorted(self._projects):
+                stations = self.compliance.stations_of(project)
+                if not stations:
+                    continue
+                protocol = await self._store_call(lambda s, p=project: s.protocol(p))
+                for station in stations if protocol is not None else ():
+                    self.compliance.set_protocol(station, protocol)
+                    self.hub.publish(Message(station, "checklist", self.compliance.view(station)))
+        self.changes_heard += 1  # handled
+
     async def _store_call(
         self, fn: Callable[..., T], *args: Any, default: T | None = None, write: bool = False,
         abandon: bool = False,
@@ -490,14 +582,12 @@ class Pipeline:
             value = await trio.to_thread.run_sync(fn, self.store, *args, limiter=self._sqlite,
                                                   abandon_on_cancel=abandon)
         except (*database_errors(), OSError) as error:
-            if not self._store_failing:
+            if self.reach.failed():
                 log.error("database %s failing, verdicts go on without it: %s", self.store.path,
                           error)
-                self._store_failing = True
             return default
-        if write and self._store_failing:
+        if write and self.reach.answered():
             log.warning("database %s writable again", self.store.path)
-            self._store_failing = False
         return value
 
 
@@ -549,8 +639,14 @@ def _echo_gap(echoes: dict[Any, Any]) -> bool:
 
 def _record(store: Store, series: Series, **counts: Any) -> bool:
     """Record a live series with its trust (rules.templates.votes: did its verdict conform)."""
-    return store.record_series(series.result["input"], source="live", session=series.session,
-                               trusted=votes("live", series.result), **counts)
+    return store.record_series(**_series_entry(series, **counts)[2])
+
+
+def _series_entry(series: Series, **counts: Any) -> tuple[str, str, dict[str, Any]]:
+    """A live series' record_series call as an outbox entry (key, method, kwargs)."""
+    return (f"series {series.key}", "record_series", {
+        "header": series.result["input"], "source": "live", "session": series.session,
+        "trusted": votes("live", series.result), **counts})
 
 
 def _build_app(pipeline: Pipeline) -> QuartTrio:
@@ -559,6 +655,7 @@ def _build_app(pipeline: Pipeline) -> QuartTrio:
     return create_app(
         pipeline.state, pipeline.hub, console=pipeline, reports=pipeline,
         static_dir=config.static_dir, health=pipeline.health, guard=Guard.from_config(config),
+        all_stations=(lambda: pipeline.db_stations) if config.all_stations else None,
     )
 
 
@@ -572,7 +669,6 @@ def dicom_node(config: Config, pipeline: Pipeline) -> DicomNode | None:
     return DicomNode(
         config.receive_dir, host=config.host, port=config.dicom_port, ae_title=config.ae_title,
         allow=parse_allow(config.dicom_allow), room=pipeline.wait_for_room,
-        watched=pipeline.watcher.is_watched,
     )
 
 

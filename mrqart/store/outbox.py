@@ -9,8 +9,9 @@ committed it. ``drain`` replays what is waiting in the order it was first put.
 It also keeps the last copy of what the service reads at start (the templates), so
 that a service restarted during an outage still gives verdicts (``keep``, ``kept``).
 
-Entries are keyed: a later write of the same series replaces the waiting one (the
-last file count and echo times win) and keeps its place in the order, so a long
+Entries are keyed: a later write of the same series is merged into the waiting one
+(its arguments win, those it leaves out stay: a count update keeps the echo times
+written before it) and keeps its place in the order, so a long
 outage costs one entry per series, not one per flush. The file holds at most
 ``limit`` entries; ``put`` refuses more (``OutboxFull``) and the caller decides.
 
@@ -24,6 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 from mrqart.store.base import Store
@@ -45,6 +47,7 @@ class Outbox:
 
     def __init__(self, path: str | PathLike[str], *, limit: int = MAX_PENDING) -> None:
         self.path, self.limit = str(path), limit
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=5.0)
@@ -66,20 +69,25 @@ class Outbox:
             return self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
 
     def put(self, entries: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
-        """Keep ``(key, method, kwargs)`` entries, in one transaction; an entry replaces a
-        waiting one of the same key in its place. Raises ``OutboxFull`` (keeping none of
+        """Keep ``(key, method, kwargs)`` entries, in one transaction; an entry is merged
+        into a waiting one of the same key (its kwargs win), in its place. Raises ``OutboxFull`` (keeping none of
         them) when the new keys would pass the limit."""
-        rows = [(key, method, json.dumps(dict(kwargs))) for key, method, kwargs in entries]
-        for _, method, _ in rows:
+        entries = list(entries)
+        for _, method, _ in entries:
             if method not in METHODS:
                 raise ValueError(f"not a write the outbox replays: {method!r}")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    """INSERT INTO pending (key, method, kwargs) VALUES (?, ?, ?)
-                       ON CONFLICT (key) DO UPDATE SET method = excluded.method,
-                                                       kwargs = excluded.kwargs""", rows)
+                for key, method, kwargs in entries:
+                    old = self._db.execute("SELECT kwargs FROM pending WHERE key = ?",
+                                           (key,)).fetchone()
+                    merged = {**(json.loads(old[0]) if old else {}), **kwargs}
+                    self._db.execute(
+                        """INSERT INTO pending (key, method, kwargs) VALUES (?, ?, ?)
+                           ON CONFLICT (key) DO UPDATE SET method = excluded.method,
+                                                           kwargs = excluded.kwargs""",
+                        (key, method, json.dumps(merged)))
                 n = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
                 if n > self.limit:
                     raise OutboxFull(f"{self.path}: {n} writes waiting, at most {self.limit}")
