@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -623,3 +624,20 @@ async def test_deployed_under_hypercorn_the_node_answers(tmp_path: Path) -> None
         proc.send_signal(signal.SIGTERM)
         await trio.to_thread.run_sync(proc.wait, 10)
     assert [p.name for p in received(root / "dicomnode")] == ["001_000006_000001.dcm"]
+
+
+async def test_shutdown_aborts_an_association_that_outlives_the_drain(tmp_path: Path) -> None:
+    """SIGTERM waits for running associations only ``drain_seconds``: one that stays open
+    longer (a scanner that never releases) is aborted and the node's task ends."""
+    node = DicomNode(tmp_path / "recv", port=0, drain_seconds=0.2)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(node.run)
+            assoc = await trio.to_thread.run_sync(open_association, port)
+            cancelled_at = time.monotonic()
+            nursery.cancel_scope.cancel()
+        stopped_after = time.monotonic() - cancelled_at
+        await poll(lambda: trio.to_thread.run_sync(lambda: assoc.is_aborted))
+    # drain_seconds and the abort, not the SCU's patience (it would wait for ever)
+    assert stopped_after < 5, stopped_after
+    assert node.statistics().active == 0
