@@ -150,6 +150,19 @@ def pynetdicom_store(port: int, items: list[Path] | list[Dataset]) -> list[int]:
         assoc.release()
 
 
+class Background:
+    """pynetdicom's SCU sending in a worker thread: ``statuses`` once ``answered``."""
+
+    def __init__(self, nursery: trio.Nursery, port: int, items: list[Path] | list[Dataset]) -> None:
+        self.statuses: list[int] = []
+        self.answered = trio.Event()
+        nursery.start_soon(self._send, port, items)
+
+    async def _send(self, port: int, items: list[Path] | list[Dataset]) -> None:
+        self.statuses.extend(await trio.to_thread.run_sync(pynetdicom_store, port, items))
+        self.answered.set()
+
+
 def received(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file())
 
@@ -208,32 +221,69 @@ async def test_a_store_waits_for_room_in_the_pipeline(tmp_path: Path) -> None:
     file is written; once it returns, the file is written and success answered."""
     path = tmp_path / "one.dcm"
     synth.write_dicom(path, SeriesNumber=2, InstanceNumber=5)
-    entered, release, answered = trio.Event(), trio.Event(), trio.Event()
+    entered, release = trio.Event(), trio.Event()
 
     async def room() -> None:  # a pipeline that is behind until released
         entered.set()
         await release.wait()
 
     node = DicomNode(tmp_path / "recv", port=0, room=room)
-    statuses: list[int] = []
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(node.run)
-
-            async def send() -> None:
-                statuses.extend(await trio.to_thread.run_sync(pynetdicom_store, port, [path]))
-                answered.set()
-
-            nursery.start_soon(send)
+            scu = Background(nursery, port, [path])
             await entered.wait()
             assert node.statistics().waiting == 1
-            assert statuses == [] and received(tmp_path / "recv") == []
+            assert scu.statuses == [] and received(tmp_path / "recv") == []
             release.set()
-            await answered.wait()
-            assert statuses == [STATUS_SUCCESS]
+            await scu.answered.wait()
+            assert scu.statuses == [STATUS_SUCCESS]
             assert node.statistics().waiting == 0
             nursery.cancel_scope.cancel()
     assert [p.name for p in received(tmp_path / "recv")] == ["001_000002_000005.dcm"]
+
+
+async def test_the_first_file_of_a_new_study_waits_for_the_watch(tmp_path: Path) -> None:
+    """The node makes a new study's directory, and writes its first file only once the
+    watcher follows it (so the rename is an event, not a scan that holds it back)."""
+    path = tmp_path / "one.dcm"
+    synth.write_dicom(path, SeriesNumber=3, InstanceNumber=1)
+    recv = tmp_path / "recv"
+    watching = False
+    asked = trio.Event()
+
+    def watched(directory: Path) -> bool:  # a watcher that has not got there yet
+        asked.set()
+        return watching
+
+    node = DicomNode(recv, port=0, watched=watched, watch_wait=60)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(node.run)
+            scu = Background(nursery, port, [path])
+            await asked.wait()
+            await poll(lambda: trio.to_thread.run_sync((recv / STUDY).is_dir))
+            assert received(recv) == [] and scu.statuses == []
+            watching = True
+            await scu.answered.wait()
+            nursery.cancel_scope.cancel()
+    assert scu.statuses == [STATUS_SUCCESS]
+    assert [p.name for p in received(recv)] == ["001_000003_000001.dcm"]
+
+
+async def test_a_watch_that_never_comes_delays_the_file_but_does_not_lose_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "one.dcm"
+    synth.write_dicom(path)
+    node = DicomNode(tmp_path / "recv", port=0, watched=lambda d: False, watch_wait=0.05)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(node.run)
+            statuses = await trio.to_thread.run_sync(pynetdicom_store, port, [path, path])
+            nursery.cancel_scope.cancel()
+    assert statuses == [STATUS_SUCCESS] * 2
+    assert len(received(tmp_path / "recv")) == 1  # the same instance twice: one file
 
 
 # -- through the whole service ---------------------------------------------------------
@@ -544,28 +594,24 @@ async def test_a_pipeline_that_is_behind_holds_the_c_store_back(tmp_path: Path) 
     StalledStore.release.clear()
     pipeline = Pipeline(config, open_store=StalledStore)
     node = DicomNode(root / "dicomnode", port=0, room=pipeline.wait_for_room)
-    statuses: list[int] = []
     try:
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 await nursery.start(pipeline.run)
                 port = await nursery.start(node.run)
-
-                async def send() -> None:
-                    statuses.extend(await trio.to_thread.run_sync(pynetdicom_store, port, datasets))
-
-                nursery.start_soon(send)
+                scu = Background(nursery, port, datasets)
                 await poll(lambda: trio.to_thread.run_sync(lambda: node.statistics().waiting))
                 stalled_at = node.statistics().stored
                 assert FILE_BUFFER // 2 <= stalled_at < len(datasets)
-                assert statuses == []
+                assert scu.statuses == []
                 StalledStore.release.set()
+                await scu.answered.wait()
                 await poll(lambda: trio.to_thread.run_sync(
                     lambda: pipeline.health()["files_seen"] == len(datasets)))
                 nursery.cancel_scope.cancel()
     finally:
         StalledStore.release.set()
-    assert statuses == [STATUS_SUCCESS] * len(datasets)
+    assert scu.statuses == [STATUS_SUCCESS] * len(datasets)
     assert pipeline.state.series_of("AWP167046")[0]["n_files"] == len(datasets)
 
 

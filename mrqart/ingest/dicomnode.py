@@ -81,6 +81,12 @@ TRANSFER_SYNTAXES = (
 WRITERS = 4
 #: How long a shutdown lets running associations finish before aborting them.
 DRAIN_SECONDS = 5.0
+#: How long the first file of a new study directory waits for the watcher's watch on it
+#: (a few ms), and how often it looks. Without the wait the watcher finds the file by
+#: scanning the new directory and holds it back a second (watcher.SETTLE_S) in case it
+#: is still being written; with it, the file's rename is an event and goes out at once.
+WATCH_WAIT_SECONDS = 1.0
+WATCH_POLL_SECONDS = 0.001
 
 # (0020,000D) StudyInstanceUID / (0008,0018) SOPInstanceUID: digits and dots, 64 at most.
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
@@ -275,6 +281,8 @@ class DicomNode:
 
     ``room``, when given, is awaited before each write and returns once the pipeline
     can take another file (backpressure: the C-STORE, and the scanner, wait).
+    ``watched(directory)``, when given, tells whether the watcher follows a directory
+    yet: a new study directory is made first and its first file waits for the watch.
     ``port`` 0 picks a free port; ``run`` reports the bound one.
     """
 
@@ -284,6 +292,8 @@ class DicomNode:
     ae_title: str = "MRQART"
     allow: tuple[Allow, ...] = ()
     room: Callable[[], Awaitable[None]] | None = None
+    watched: Callable[[Path], bool] | None = None
+    watch_wait: float = WATCH_WAIT_SECONDS
     drain_seconds: float = DRAIN_SECONDS
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -448,6 +458,9 @@ class DicomNode:
                     finally:
                         with self._lock:
                             self._waiting -= 1
+                directory = self.receive_dir / instance.study
+                if self.watched is not None and not self.watched(directory):
+                    await self._until_watched(directory)
                 await trio.to_thread.run_sync(
                     write_atomically, self.receive_dir, instance, limiter=self._writers
                 )
@@ -460,6 +473,15 @@ class DicomNode:
             log.warning("DICOM node: writing into %s works again", self.receive_dir)
             self._write_failing = False
         return status
+
+    async def _until_watched(self, directory: Path) -> None:
+        """Make ``directory`` and wait (``watch_wait`` seconds at most) for its watch."""
+        assert self.watched is not None
+        await trio.to_thread.run_sync(lambda: directory.mkdir(exist_ok=True),
+                                      limiter=self._writers)
+        with trio.move_on_after(self.watch_wait):
+            while not self.watched(directory):
+                await trio.sleep(WATCH_POLL_SECONDS)
 
     def _write_failed(self, error: OSError) -> int:
         if not self._write_failing:

@@ -559,6 +559,11 @@ class Watcher:
         self._unreadable: OrderedDict[str, None] = OrderedDict()  # delivered unreadable
         self._on_roots = on_roots
 
+    def is_watched(self, path: str | os.PathLike[str]) -> bool:
+        """Whether the directory ``path`` has its watch in place now (the DICOM node
+        waits for it before putting the first file into a new directory)."""
+        return os.path.abspath(path) in self._path_wd
+
     def statistics(self) -> WatcherStatistics:
         return WatcherStatistics(
             delivered=self._delivered,

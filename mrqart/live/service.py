@@ -669,6 +669,7 @@ def dicom_node(config: Config, pipeline: Pipeline) -> DicomNode | None:
     return DicomNode(
         config.receive_dir, host=config.host, port=config.dicom_port, ae_title=config.ae_title,
         allow=parse_allow(config.dicom_allow), room=pipeline.wait_for_room,
+        watched=pipeline.watcher.is_watched,
     )
 
 
