@@ -23,9 +23,9 @@ from typing import Any
 import trio
 from flask.json.provider import DefaultJSONProvider
 
-#: WebSockets from one address: a console has a tab or two open; a few stations may
-#: share one address behind NAT.
-WS_PER_CLIENT = 16
+#: WebSockets from one address: a console has a tab or two open, but many consoles may
+#: share one address behind NAT or a proxy; half the total, so one address cannot take all.
+WS_PER_CLIENT = 128
 #: WebSockets in all: every message is sent to each, and each holds a descriptor.
 WS_TOTAL = 256
 #: Request bodies (an acknowledgement's reason, a session id): refused past this size
