@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
             src.add_argument("--series", type=parse_series_list, metavar="NAME[:N],...",
                              help="comma-separated series descriptions in order, each with "
                              "its expected number of files (omit :N to check presence only)")
+            a.add_argument("--by", default=None,
+                           help="who pins it (default: the login name, $USER)")
     p.set_defaults(func=cmd_protocol)
 
     # --- report: the day after (owner: report) -------------------------------------
@@ -780,10 +782,11 @@ def cmd_protocol(args: argparse.Namespace) -> int:
                     print(f"mrqart protocol pin: no series recorded for session "
                           f"{args.from_session}", file=sys.stderr)
                     return 2
-            store.pin_protocol(args.project, expected)
+            store.pin_protocol(args.project, expected, by=_who(args))
             print(f"pinned {len(expected)} series as the protocol of {args.project}")
             return 0
         protocol = store.protocol(args.project)
+        pinned = store.protocol_pinned_by(args.project) if protocol.pinned else None
         n_sessions = 0 if protocol.pinned else len(store.recent_sessions(args.project))
     if args.json:
         print(json.dumps({**protocol.to_json(), "n_sessions": n_sessions}, indent=2))
@@ -792,7 +795,7 @@ def cmd_protocol(args: argparse.Namespace) -> int:
         print(f"no protocol learnt for {args.project} yet: no series in at least half of "
               f"its {n_sessions} recent sessions; 'mrqart protocol pin' sets one")
         return 0
-    source = ("pinned by an operator" if protocol.pinned
+    source = (f"pinned by {pinned['by'] or 'an operator'} on {pinned['at'] or '?'}" if pinned
               else f"learnt from its {n_sessions} most recent sessions")
     print(f"protocol of {args.project}, {source}:")
     print(_table([["#", "SERIES", "FILES"]] + [

@@ -34,6 +34,7 @@ KIDS_DAY = "1.2.826.0.1.3680043.2.1125.20261130.3"
 STREAK_DAYS = ("20261125", "20261126", "20261127")
 ACK_REASON = "participant moved, stopped early"
 ACK_AT = "2026-11-30T11:40:00+00:00"
+ACK_BY = "otto"
 ACCEPT_BY = "dr. physicist"
 ACCEPT_REASON = "new diffusion scheme, approved by the PI"
 ACCEPT_AT = "2026-11-30T12:10:00+00:00"
@@ -87,5 +88,5 @@ def build_month(store: Store) -> None:
                    subject="kid02", station="AWP2")
     incomplete = Alert(id=f"{DAY2}:3:incomplete", kind="incomplete", session=DAY2,
                        series=f"{DAY2}:3", text="rest series 3 incomplete: 250 of 300")
-    store.acknowledge(incomplete.to_json(), ACK_REASON, ACK_AT)
+    store.acknowledge(incomplete.to_json(), ACK_REASON, ACK_AT, ACK_BY)
     store.accept(DAY2, 4, reason=ACCEPT_REASON, by=ACCEPT_BY, at=ACCEPT_AT)

@@ -225,7 +225,8 @@ async def test_every_attack_fails_on_the_local_console_and_the_console_still_wor
             async with open_websocket_url(ws_url(url), extra_headers=[(b"Origin", own.encode())]):
                 pass
     store = Store(running.db)
-    assert [a["reason"] for a in store.acks("1.2.live.0").values()] == ["participant asked to stop"]
+    assert [(a["reason"], a["by"]) for a in store.acks("1.2.live.0").values()] == [
+        ("participant asked to stop", "local")]
     store.close()
     audit = [r.getMessage() for r in caplog.records if r.name == "mrqart.audit"]
     assert any(line.startswith("'local' (physicist) POST") and line.endswith("-> 200")
@@ -338,6 +339,11 @@ async def test_accounts_roles_sessions_and_patient_data(
             assert r.status == 200 and f"{COOKIE}=;" in r.headers["set-cookie"]
             assert (await call(url, "/state", cookie=cookies["otto"])).status == 401
             assert (await call(url, "/state", cookie="forged")).status == 401
+    # the store keeps who acknowledged and who pinned, by their signed-in names
+    store = Store(running.db)
+    assert [a["by"] for a in store.acks("1.2.live.0").values()] == ["otto"]
+    assert store.protocol_pinned_by("MRQART_test")["by"] == "phil"
+    store.close()
     audit = [r.getMessage() for r in caplog.records if r.name == "mrqart.audit"]
     assert any(line.startswith("'otto' (operator) POST '/api/alerts/") and line.endswith("200")
                for line in audit), audit

@@ -84,10 +84,13 @@ def test_show_without_history(db: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_pin_series_show_unpin(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     record(db, "s1", [("localizer", 3), ("rest", 300)])
     code, out, _ = run(capsys, "protocol", "pin", "MRQART_test", "--series",
-                       "t1:192,rest", "--db", str(db))
+                       "t1:192,rest", "--by", "dr who", "--db", str(db))
     assert (code, out) == (0, "pinned 2 series as the protocol of MRQART_test\n")
+    with Store(db) as store:
+        pinned = store.protocol_pinned_by("MRQART_test")
+    assert pinned is not None and pinned["by"] == "dr who"
     code, out, _ = run(capsys, "protocol", "show", "MRQART_test", "--db", str(db))
-    assert out.splitlines() == ["protocol of MRQART_test, pinned by an operator:",
+    assert out.splitlines() == [f"protocol of MRQART_test, pinned by dr who on {pinned['at']}:",
                                 "#  SERIES  FILES", "1  t1      192", "2  rest    any"]
     code, out, _ = run(capsys, "protocol", "unpin", "MRQART_test", "--db", str(db))
     assert "learnt from history again" in out

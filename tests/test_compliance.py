@@ -42,9 +42,10 @@ def test_acknowledged_alerts_carry_their_reason() -> None:
     c.start_session("AWP1", "S1", PROTOCOL, now=0.0)
     (alert,) = c.start_session("AWP1", "S2", PROTOCOL, now=1.0)
     assert c.alert(alert.id) == ("AWP1", alert)
-    c.acknowledge(alert.id, "participant asked to stop", "2026-11-24T10:00:00")
+    c.acknowledge(alert.id, "participant asked to stop", "2026-11-24T10:00:00", "ana")
     (shown,) = c.view("AWP1")["alerts"]
-    assert shown["ack"] == {"reason": "participant asked to stop", "at": "2026-11-24T10:00:00"}
+    assert shown["ack"] == {"reason": "participant asked to stop", "at": "2026-11-24T10:00:00",
+                            "by": "ana"}
     assert c.alert("nope") is None
 
 

@@ -14,6 +14,7 @@ from reportkit import (
     ACCEPT_BY,
     ACCEPT_REASON,
     ACK_AT,
+    ACK_BY,
     ACK_REASON,
     DAY,
     DAY1,
@@ -79,13 +80,13 @@ EXPECTED_DAY = {
                     line(3, "rest", "11:03", 250),
                     line(4, "dwi", "11:04", 64, "accepted", accepted={
                         "text": f"accepted by {ACCEPT_BY}", "reason": ACCEPT_REASON,
-                        "at": ACCEPT_AT}),
+                        "at": ACCEPT_AT, "by": ACCEPT_BY}),
                     line(5, "fmap_new", "11:05", 72, "no_template"),
                 ], alerts=[{
                     "kind": "incomplete", "series_number": 3,
                     "text": "rest series 3 incomplete: 250 of 300",
                     "ack": {"text": "rest series 3 incomplete: 250 of 300",
-                            "reason": ACK_REASON, "at": ACK_AT},
+                            "reason": ACK_REASON, "at": ACK_AT, "by": ACK_BY},
                 }], counts=counts(series=4, conform=1, differ=1, no_template=1, accepted=1,
                                   acknowledged=1, incomplete=1, excluded=1)),
             ],
@@ -162,7 +163,7 @@ def test_text_key_lines(month: Store) -> None:
         ("    ac 4 dwi: accepted as the new reference: new diffusion scheme, approved by the "
          "PI (accepted by dr. physicist, 2026-11-30 12:10)"),
         ('    !! rest series 3 incomplete: 250 of 300; acknowledged: '
-        '"participant moved, stopped early" (2026-11-30 11:40)'),
+        '"participant moved, stopped early" (2026-11-30 11:40 by otto)'),
         "Kids/Study 2: 2 series, all conform",
     ):
         assert expected in lines
@@ -176,7 +177,7 @@ def test_html_key_lines(month: Store) -> None:
         '<span class="verdict">TR: expected 1300, got 2000 (+700), 4 scan days in a row</span>'),
         '<tr class="no_template"><td>5</td><td>fmap_new</td>',
         ('<td>rest series 3 incomplete: 250 of 300 <span class="ack">acknowledged: '
-        "participant moved, stopped early (2026-11-30 11:40)</span>"),
+        "participant moved, stopped early (2026-11-30 11:40 by otto)</span>"),
         '<tr class="alert missing"><td></td><td>missing</td><td></td><td></td><td>dwi</td></tr>',
         '<a href="/projects/Kids%2FStudy%202">Kids/Study 2</a>',
         '<a href="/reports?day=2026-11-29">',

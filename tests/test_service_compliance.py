@@ -105,8 +105,12 @@ async def test_skipped_and_short_series_raise_alerts_that_can_be_acknowledged(
             stop.set()
     store = Store(db)
     acks = store.acks("1.2.live.0")
+    pinned = store.protocol_pinned_by("MRQART_test")
     store.close()
-    assert [a["reason"] for a in acks.values()] == ["participant asked to stop"]
+    # who: the local console's operator (no accounts on loopback); test_access signs in
+    assert [(a["reason"], a["by"]) for a in acks.values()] == [
+        ("participant asked to stop", "local")]
+    assert pinned is not None and pinned["by"] == "local"
 
 
 async def test_a_quiet_session_reports_its_missing_series(tmp_path: Path, mock_clock) -> None:

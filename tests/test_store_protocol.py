@@ -109,15 +109,18 @@ def alert(kind: str = "incomplete", number: int | None = 4) -> Alert:
 
 def test_acknowledge_upserts_and_keeps_history(store: BaseStore) -> None:
     incomplete, missing = alert(), alert("missing", None)
-    store.acknowledge(incomplete.to_json(), "participant asked to stop", "2026-11-24T10:00:00+00:00")
+    store.acknowledge(incomplete.to_json(), "participant asked to stop", "2026-11-24T10:00:00+00:00",
+                      "ana")
     store.acknowledge(missing.to_json(), "short session", "2026-11-24T10:05:00+00:00")
     acks = store.acks("1.2.3")
     assert list(acks) == [incomplete.id, missing.id]
     assert acks[incomplete.id] == {**incomplete.to_json(), "reason": "participant asked to stop",
-                                   "at": "2026-11-24T10:00:00+00:00"}
-    # A second acknowledgement replaces the reason and time.
-    store.acknowledge(incomplete.to_json(), "moved", "2026-11-24T10:09:00+00:00")
-    assert store.acks("1.2.3")[incomplete.id]["reason"] == "moved"
+                                   "at": "2026-11-24T10:00:00+00:00", "by": "ana"}
+    assert acks[missing.id]["by"] is None
+    # A second acknowledgement replaces the reason, time and author.
+    store.acknowledge(incomplete.to_json(), "moved", "2026-11-24T10:09:00+00:00", "ben")
+    assert {k: store.acks("1.2.3")[incomplete.id][k] for k in ("reason", "by")} == {
+        "reason": "moved", "by": "ben"}
     assert [a["id"] for a in store.series_acks("1.2.3", 4)] == [incomplete.id]
     assert store.series_acks("1.2.3", 5) == []
     assert store.acks("other") == {}
@@ -156,7 +159,7 @@ def test_version_1_database_migrates_keeping_its_series(db_url: str) -> None:
         assert [h["kind"] for h in s.history("Brain^Wellness", "rest")] == ["learnt"]
         assert s.previous_software({**DEFAULT_FIELDS, "Project": "Brain^Wellness",
                                     "SequenceName": "rest"}) == "syngo MR E11"
-        assert s._run(s._schema_version, True) == SCHEMA_VERSION == 3
+        assert s._run(s._schema_version, True) == SCHEMA_VERSION == 4
 
 
 def test_protocol_is_pinned_else_learnt(store: BaseStore) -> None:

@@ -371,18 +371,20 @@ class Pipeline:
         at = datetime.now().astimezone().isoformat(timespec="seconds")
         if self.outbox is not None:  # written by the flush task, kept on disk until then
             self._pending[f"ack {alert_id}"] = (f"ack {alert_id}", "acknowledge", {
-                "alert": alert.to_json(), "reason": reason, "at": at})
+                "alert": alert.to_json(), "reason": reason, "at": at, "by": by})
         else:
-            await self._store_call(lambda s: s.acknowledge(alert.to_json(), reason, at),
+            await self._store_call(lambda s: s.acknowledge(alert.to_json(), reason, at, by),
                                    write=True)
-        self.compliance.acknowledge(alert_id, reason, at)
+        self.compliance.acknowledge(alert_id, reason, at, by)
         ack = {"id": alert_id, "reason": reason, "at": at, "by": by}
         self.hub.publish(Message(station, "ack", ack))
         return ack
 
-    async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None:
-        """Pin a session's series as the project's protocol (None: unpin); the stations
-        now acquiring that project show the new checklist. None if the session is unknown."""
+    async def pin_protocol(self, project: str, session: str | None,
+                           by: str | None = None) -> dict[str, Any] | None:
+        """Pin a session's series as the project's protocol (None: unpin), by ``by``; the
+        stations now acquiring that project show the new checklist. None if the session
+        is unknown."""
         assert self.store is not None
 
         def pin(store: Store) -> Protocol | None:
@@ -393,7 +395,7 @@ class Pipeline:
                 if not series:
                     return None
                 store.pin_protocol(project, [{"sequence_name": name, "n_files": n}
-                                             for name, n in series])
+                                             for name, n in series], by=by)
             return store.protocol(project)
 
         await self._flush()  # the session's latest file counts go into the pin

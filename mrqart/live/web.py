@@ -65,7 +65,8 @@ class Console(Protocol):
         self, alert_id: str, reason: str, by: str | None = None
     ) -> dict[str, Any] | None: ...
 
-    async def pin_protocol(self, project: str, session: str | None) -> dict[str, Any] | None: ...
+    async def pin_protocol(self, project: str, session: str | None,
+                           by: str | None = None) -> dict[str, Any] | None: ...
 
     async def accept_series(self, key: str, reason: str, by: str) -> dict[str, Any] | None: ...
 
@@ -198,7 +199,8 @@ def _add_console_routes(
             session = await _body_text("from_session")
             if not session:
                 abort(400, 'give {"from_session": SESSION}')
-        protocol = await console.pin_protocol(project, session)
+        protocol = await console.pin_protocol(project, session,
+                                              by=access.author(None) or "local")
         return jsonify(_or_404(protocol, "no series recorded for that session"))
 
     @app.post("/api/series/<key>/accept")

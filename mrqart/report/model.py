@@ -210,11 +210,13 @@ class Period:
 
 @dataclass(frozen=True)
 class Ack:
-    """An operator's acknowledgement: what they saw, why it is fine, when."""
+    """An operator's acknowledgement: what they saw, why it is fine, when, and who
+    (None where the store did not record it: before schema 4)."""
 
     text: str
     reason: str
     at: str
+    by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -624,7 +626,7 @@ def _series_key(session: str, number: int) -> str:
 
 
 def _ack(a: Mapping[str, Any]) -> Ack:
-    return Ack(text=str(a["text"]), reason=str(a["reason"]), at=str(a["at"]))
+    return Ack(text=str(a["text"]), reason=str(a["reason"]), at=str(a["at"]), by=a.get("by"))
 
 
 ALERT_KINDS = ("incomplete", "cross_series")
@@ -678,7 +680,7 @@ def _session_report(
         series_lines.append(SeriesLine(
             series_number=j.series_number, sequence_name=j.sequence_name, time=_clock(j.time),
             n_files=j.n_files, status=j.status, differences=differences, acks=own_acks,
-            accepted=change and Ack(f"accepted by {change.by}", change.reason, change.at)))
+            accepted=change and Ack(f"accepted by {change.by}", change.reason, change.at, change.by)))
     missing = tuple(item["sequence_name"] for item in checklist.view()["items"]
                     if item["state"] == "missing"
                     and not exclusions.series_excluded(project, item["sequence_name"]))

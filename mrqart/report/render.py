@@ -47,8 +47,13 @@ def when(at: str) -> str:
     return at[:16].replace("T", " ")
 
 
+def _ack_when(ack: Ack) -> str:
+    """When, and who where the store knows: "2026-11-30 11:40 by ana"."""
+    return when(ack.at) + (f" by {ack.by}" if ack.by else "")
+
+
 def _ack_text(ack: Ack | None) -> str:
-    return f'; acknowledged: "{ack.reason}" ({when(ack.at)})' if ack else ""
+    return f'; acknowledged: "{ack.reason}" ({_ack_when(ack)})' if ack else ""
 
 
 def series_verdict(line: SeriesLine) -> str:
@@ -144,7 +149,7 @@ def _ack_html(ack: Ack | None) -> str:
     if ack is None:
         return ""
     return (f' <span class="ack">acknowledged: {escape(ack.reason)} '
-            f"({escape(when(ack.at))})</span>")
+            f"({escape(_ack_when(ack))})</span>")
 
 
 def _row(cls: str, cells: Sequence[str]) -> str:

@@ -31,7 +31,7 @@ class Compliance:
         self.finish_minutes = finish_minutes
         self._current: dict[str, _Current] = {}
         self._alerts: dict[str, OrderedDict[str, Alert]] = {}  # station -> id -> alert
-        self._acks: dict[str, dict[str, Any]] = {}  # id -> {"reason", "at"}
+        self._acks: dict[str, dict[str, Any]] = {}  # id -> {"reason", "at", "by"}
 
     def session_of(self, station: str) -> str | None:
         current = self._current.get(station)
@@ -97,8 +97,8 @@ class Compliance:
                 return station, alerts[alert_id]
         return None
 
-    def acknowledge(self, alert_id: str, reason: str, at: str) -> None:
-        self._acks[alert_id] = {"reason": reason, "at": at}
+    def acknowledge(self, alert_id: str, reason: str, at: str, by: str | None = None) -> None:
+        self._acks[alert_id] = {"reason": reason, "at": at, "by": by}
 
     def alert_json(self, alert: Alert) -> dict[str, Any]:
         return {**alert.to_json(), "ack": self._acks.get(alert.id)}

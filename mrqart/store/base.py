@@ -238,6 +238,13 @@ MIGRATIONS: tuple[tuple[str | Dialects, ...], ...] = (
                ORDER BY s.station, p.project_key, p.sequence_key, s.id DESC""",
         ),
     ),
+    (
+        # who acknowledged an alert, who pinned a protocol and when (the signed-in user,
+        # or the name typed at a shared console)
+        'ALTER TABLE ack ADD COLUMN "by" TEXT',
+        'ALTER TABLE protocol_pin ADD COLUMN "by" TEXT',
+        "ALTER TABLE protocol_pin ADD COLUMN at TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1059,16 +1066,19 @@ class Store:
         return [(r["sequence_name"], r["n_files"]) for r in rows]
 
     @writes
-    def pin_protocol(self, project: str, expected: Iterable[Mapping[str, Any]]) -> None:
+    def pin_protocol(self, project: str, expected: Iterable[Mapping[str, Any]],
+                     by: str | None = None) -> None:
         """Make ``expected`` (``{"sequence_name", "n_files"}`` dicts, in order) the
-        project's protocol, replacing any earlier pin; ValueError if it is empty or
-        an entry is malformed (n_files must be a positive int or None)."""
+        project's protocol, pinned by ``by`` now, replacing any earlier pin; ValueError
+        if it is empty or an entry is malformed (n_files must be a positive int or None)."""
         items = _expected_list(expected)
         self._db.execute(
-            """INSERT INTO protocol_pin (project_key, project, expected) VALUES (?, ?, ?)
+            """INSERT INTO protocol_pin (project_key, project, expected, "by", at)
+               VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (project_key) DO UPDATE
-               SET project = excluded.project, expected = excluded.expected""",
-            (_fold(project), project, json.dumps(items)),
+               SET project = excluded.project, expected = excluded.expected,
+                   "by" = excluded."by", at = excluded.at""",
+            (_fold(project), project, json.dumps(items), by, _now()),
         )
         self._changed(PROTOCOLS)
 
@@ -1087,24 +1097,34 @@ class Store:
                                (_fold(project),)).fetchone()
         return None if row is None else json.loads(row["expected"])
 
+    @reads
+    def protocol_pinned_by(self, project: str) -> dict[str, Any] | None:
+        """Who pinned the project's protocol and when, ``{"by", "at"}``; None if unpinned."""
+        row = self._db.execute('SELECT "by", at FROM protocol_pin WHERE project_key = ?',
+                               (_fold(project),)).fetchone()
+        return None if row is None else {"by": row["by"], "at": row["at"]}
+
     @writes
-    def acknowledge(self, alert: Mapping[str, Any], reason: str, at: str) -> None:
-        """Store an operator's acknowledgement of ``alert`` (``Alert.to_json()``) with
-        their ``reason`` at ``at`` (ISO 8601); acknowledging again replaces both."""
+    def acknowledge(self, alert: Mapping[str, Any], reason: str, at: str,
+                    by: str | None = None) -> None:
+        """Store ``by``'s acknowledgement of ``alert`` (``Alert.to_json()``) with
+        their ``reason`` at ``at`` (ISO 8601); acknowledging again replaces all three."""
         session, series = str(alert["session"]), alert.get("series")
         self._db.execute(
-            """INSERT INTO ack (id, kind, session, series, series_number, text, reason, at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO ack (id, kind, session, series, series_number, text, reason, at,
+                                "by")
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, session = excluded.session,
                    series = excluded.series, series_number = excluded.series_number,
-                   text = excluded.text, reason = excluded.reason, at = excluded.at""",
+                   text = excluded.text, reason = excluded.reason, at = excluded.at,
+                   "by" = excluded."by" """,
             (str(alert["id"]), str(alert["kind"]), session, series,
-             _series_number(session, series), str(alert["text"]), reason, at),
+             _series_number(session, series), str(alert["text"]), reason, at, by),
         )
 
     def _acks(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            f"SELECT id, kind, session, series, text, reason, at FROM ack WHERE {where}",
+            f'SELECT id, kind, session, series, text, reason, at, "by" FROM ack WHERE {where}',
             args,
         ).fetchall()
         # ordered here: the engines' collations may differ
