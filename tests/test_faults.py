@@ -281,10 +281,16 @@ async def test_read_only_database_verdicts_go_on_error_logged_once(
             verdicts = {m["series"]: m["content"]["status"] for m in seen if m["type"] == "new"}
             assert verdicts == {key(5): "conform", key(6): "nonconform", key(7): "conform"}
             assert not pipeline.health()["store_ok"]
+            # every page is told, and shows "database unreachable since HH:MM"
+            (told,) = [m["content"] for m in seen if m["type"] == "database"]
+            assert told["reachable"] is False and told["unreachable_since"]
 
             pipeline.store.failing = False
             await write(5, range(11, 12))
             await poll(lambda: trio.to_thread.run_sync(lambda: pipeline.health()["store_ok"]))
+            while (m := await next_json(page))["type"] != "database":
+                pass
+            assert m["content"] == {"reachable": True, "unreachable_since": None}
             nursery.cancel_scope.cancel()
     failing = [r for r in caplog.records if "failing" in r.getMessage()]
     assert len(failing) == 1, [r.getMessage() for r in failing]

@@ -240,6 +240,28 @@ async def test_a_watched_root_that_is_gone_is_shown(server: FakeServer, page: Pa
         assert page.errors == []
 
 
+async def test_an_unreachable_database_is_shown(server: FakeServer, page: Page) -> None:
+    """A "database" message: "database unreachable since HH:MM" beside a gone root, until
+    the database answers again."""
+    banner = "document.getElementById('watch-banner')"
+    with trio.fail_after(TIMEOUT):
+        await open_page(page, server.url)
+        server.send({"station": None, "type": "database",
+                     "content": {"reachable": False, "unreachable_since": "10:02"}})
+        await page.wait_for(f"!{banner}.hidden")
+        assert await page.evaluate(f"{banner}.textContent") == "database unreachable since 10:02"
+        server.send({"station": None, "type": "watch",
+                     "content": {"not_watching": {"/srv/scanner": "2026-11-30T10:05:00+00:00"}}})
+        await page.wait_for(f"{banner}.textContent.startsWith('not watching /srv/scanner')")
+        assert (await page.evaluate(f"{banner}.textContent")).endswith(
+            "; database unreachable since 10:02")
+        server.send({"station": None, "type": "watch", "content": {"not_watching": {}}})
+        server.send({"station": None, "type": "database",
+                     "content": {"reachable": True, "unreachable_since": None}})
+        await page.wait_for(f"{banner}.hidden")
+        assert page.errors == []
+
+
 async def test_header_values_are_inserted_as_text(server: FakeServer, page: Page) -> None:
     server.add("MRC35343", "1", check_result(TEMPLATE, SeriesNumber=1, Comments=XSS))
     with trio.fail_after(TIMEOUT):

@@ -192,6 +192,11 @@ class Pipeline:
         """Tell every page which watched roots are gone, and since when."""
         self.hub.publish(Message(None, "watch", {"not_watching": not_watching}))
 
+    def _database_changed(self) -> None:
+        """Tell every page that the database stopped answering (and since when), or
+        answers again: verdicts go on from the template cache either way."""
+        self.hub.publish(Message(None, "database", self.reach.view()))
+
     def health(self) -> dict[str, Any]:
         return {
             "files_seen": self.files_seen,
@@ -587,9 +592,11 @@ class Pipeline:
             if self.reach.failed():
                 log.error("database %s failing, verdicts go on without it: %s", self.store.path,
                           error)
+                self._database_changed()
             return default
         if write and self.reach.answered():
             log.warning("database %s writable again", self.store.path)
+            self._database_changed()
         return value
 
 

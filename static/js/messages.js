@@ -6,7 +6,7 @@ import { putChecklist, updateItem } from "./checklist.js";
 import { putSeries, station } from "./model.js";
 import { render, tick } from "./page.js";
 import { addUnreadable } from "./unreadable.js";
-import { showWatching } from "./watching.js";
+import { showDatabase, showWatching } from "./watching.js";
 
 export function handle(msg) {
   switch (msg.type) {
@@ -50,6 +50,9 @@ export function handle(msg) {
       break;
     case "watch": // a watched root went or came back
       showWatching(msg.content.not_watching);
+      break;
+    case "database": // the database stopped answering, or answers again
+      showDatabase(msg.content);
       break;
     default:
       // New message types may be added to the wire format; older pages ignore them.

@@ -9,7 +9,7 @@ import { putChecklist } from "./checklist.js";
 import { handle } from "./messages.js";
 import { putSeries, state, station } from "./model.js";
 import { render, setConn } from "./page.js";
-import { showWatching } from "./watching.js";
+import { showDatabase, showWatching } from "./watching.js";
 
 // Reconnect backoff: quick first retry (a service restart takes a second or two),
 // capped so a console left on a dead service still comes back within 10 s.
@@ -29,6 +29,7 @@ async function sync() {
   const [snapshot, stations, health] = await Promise.all([
     getJSON("/state"), getJSON("/api/stations"), getJSON("/healthz", { missing: {} })]);
   showWatching(health.watcher?.not_watching);
+  showDatabase(health.database);
   const api = (s, what, opts) => getJSON(`/api/stations/${encodeURIComponent(s.station)}/${what}`, opts);
   const [lists, checklists] = await Promise.all([
     Promise.all(stations.map((s) => api(s, "series"))),
