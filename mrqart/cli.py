@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mrqart.config import DICOM_SUBDIR, Config, db_location, default_db, default_users, prepare_db
+from mrqart.headers.phi import PHI_MODES
 from mrqart.ingest.watcher import DEFAULT_PATTERN
-from mrqart.live.auth import PHI_MODES, ROLES
+from mrqart.live.auth import ROLES
 from mrqart.rules.protocol import FINISHED_AFTER_MINUTES
 from mrqart.synth import PROTOCOL
 
@@ -251,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mail", action="store_true",
                    help="e-mail the report (HTML with plots, and plain text) to each "
                    "project's recipients instead of printing it")
+    p.add_argument("--phi", choices=PHI_MODES, default=None,
+                   help="subject names in the report: show, initials, hide (default: initials "
+                   "in e-mail, which leaves the hospital's servers; show when printed)")
     p.add_argument("--smtp", metavar="HOST:PORT", help="SMTP server (env MRQART_SMTP)")
     p.add_argument("--mail-config", type=Path, metavar="TOML",
                    help="SMTP settings and recipients per project (env MRQART_MAIL_CONFIG; "
@@ -824,7 +828,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _mail_report(args, period, rules, exclusions)
     with _open_store(args.db) as store:
         report = build_report(store, period, project=args.project, rules=rules,
-                              exclusions=exclusions)
+                              exclusions=exclusions).with_phi(args.phi or "show")
     render = {"html": to_html, "json": to_json, "text": to_text}[args.format]
     print(render(report), end="" if args.format != "json" else "\n")
     return 0
@@ -891,7 +895,7 @@ def _mail_report(args: argparse.Namespace, period: Any, rules: Any, exclusions: 
         return 2
     with _open_store(args.db) as store:
         reader = Reader(store, rules=rules, exclusions=exclusions)
-        report = reader.report(period, args.project)
+        report = reader.report(period, args.project).with_phi(args.phi or "initials")
         images = [mail.Image(p.project, p.caption, p.data)
                   for p in report_plots(reader, report, "png")]
     try:

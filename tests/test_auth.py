@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mrqart.headers.phi import filter_phi, initials
 from mrqart.live.auth import (
     Account,
     Sessions,
@@ -19,11 +20,9 @@ from mrqart.live.auth import (
     csrf_ok,
     default_allowed_hosts,
     exposure_error,
-    filter_phi,
     hash_password,
     host_allowed,
     host_name,
-    initials,
     is_json,
     load_users,
     may,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from reportkit import build_month
+from reportkit import DAY2, build_month
 
 from mrqart.cli import main
 from mrqart.report.mail import MailSettingsError, load_settings, parse_hostport
@@ -121,12 +121,26 @@ def test_each_recipient_gets_their_projects(
     assert len(images) == 2 and all(png.startswith(b"\x89PNG\r\n") for png in images.values())
     assert sorted(html.count(f'src="cid:{cid}"') for cid in images) == [1, 1]
     assert "<svg" not in html and "http" not in html  # nothing for a mail client to fetch
+    # subject names leave the hospital as initials only ("sub-b" -> "S.")
+    assert "sub-a" not in text + html and "sub-b" not in text + html
+    assert "  S.  (" in text and " · S.</" in html
     # a PI sees their project only
     text, html, images = parts(by_to[(PI_BRAIN,)])
     assert "Kids/Study 2" not in text and "Kids/Study 2" not in html and len(images) == 2
     text, html, images = parts(by_to[(PI_KIDS,)])
     assert "Brain^Wellness" not in text + html and images == {}
     assert capsys.readouterr().out.count("sent 'mrqart 2026-11-30:") == 3
+
+
+@pytest.mark.parametrize(("phi", "shown"), [([], "sub-b"), (["--phi", "initials"], "S."),
+                                             (["--phi", "hide"], "")])
+def test_printed_report_shows_subjects_as_asked(
+    db: Path, capsys: pytest.CaptureFixture[str], phi: list[str], shown: str,
+) -> None:
+    assert main(["report", "--db", str(db), "--day", "2026-11-30", *phi]) == 0
+    out = capsys.readouterr().out
+    assert f"  {shown}  ({DAY2})" in out  # sub-b's session
+    assert ("sub-b" in out) == (shown == "sub-b")
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

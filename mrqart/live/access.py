@@ -33,9 +33,9 @@ from quart import Response, abort, g, jsonify, redirect, request, websocket
 from quart_trio import QuartTrio
 
 from mrqart.config import Config
+from mrqart.headers.phi import PHI_MODES, filter_phi
 from mrqart.live.auth import (
     HSTS,
-    PHI_MODES,
     SAFE_METHODS,
     SECURITY_HEADERS,
     Account,
@@ -46,7 +46,6 @@ from mrqart.live.auth import (
     cross_site,
     csrf_ok,
     default_allowed_hosts,
-    filter_phi,
     host_allowed,
     host_name,
     is_json,

@@ -27,14 +27,14 @@ import secrets
 import socket
 import tomllib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from mrqart.headers.phi import PHI_MODES
+
 ROLES = ("viewer", "operator", "physicist")
-PHI_MODES = ("show", "initials", "hide")
 DEFAULT_PHI = {"viewer": "hide", "operator": "show", "physicist": "show"}
 
 #: Mutating endpoints an operator may call; every other mutating endpoint (pins, template
@@ -383,44 +383,6 @@ def exposure_error(host: str, *, users: Path | None, trust_proxy: Iterable[str],
             "give --users FILE (create it with 'mrqart users add NAME --role operator'), "
             "--trust-proxy ADDR (a reverse proxy that authenticates users), or --no-auth "
             "to let anyone who can reach the port use it")
-
-
-# -- patient data -----------------------------------------------------------------------
-#: Header fields that name people or may hold free text about them.
-_NAMES = frozenset({"SubID", "Operator"})
-_FREE_TEXT = frozenset({"Comments"})
-#: Dropped when hiding: with the name gone these would still point at one person's visit.
-_HIDDEN_TOO = frozenset({"AcqDate", "SeriesUID"})
-
-
-def initials(name: str) -> str:
-    """``"Doe^John"`` -> ``"D.J."``; a name of one word (``"sub01"``) -> ``"S."``."""
-    parts = [p for p in re.split(r"[\^\s_,.]+", name) if p]
-    return "".join(f"{p[0].upper()}." for p in parts[:3])
-
-
-def filter_phi(value: Any, mode: str) -> Any:
-    """``value`` (a wire message, a CheckResult, an API answer) with patient data
-    filtered for ``mode``; ``show`` returns it unchanged. A file path keeps only its name
-    (a session directory is often named after the patient)."""
-    if mode == "show":
-        return value
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if key in _NAMES:
-                if mode == "initials" and isinstance(item, str):
-                    out[key] = initials(item)
-            elif key in _FREE_TEXT or (mode == "hide" and key in _HIDDEN_TOO):
-                continue
-            elif key == "path" and isinstance(item, str):
-                out[key] = os.path.basename(item)
-            else:
-                out[key] = filter_phi(item, mode)
-        return out
-    if isinstance(value, list):
-        return [filter_phi(item, mode) for item in value]
-    return value
 
 
 def phi_for(account_phi: str | None, role: str, configured: str | None) -> str:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from mrqart.live.auth import filter_phi
+from mrqart.headers.phi import filter_phi
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Message:
         return json.dumps(self._wire(), separators=(",", ":"))
 
     def text_for(self, phi: str) -> str:
-        """The JSON text with patient data filtered for ``phi`` (auth.filter_phi): made
+        """The JSON text with patient data filtered for ``phi`` (headers.phi.filter_phi): made
         once per setting however many browsers it goes to."""
         if phi == "show":
             return self.text

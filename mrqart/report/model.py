@@ -38,6 +38,7 @@ from os import PathLike
 from typing import Any
 from typing import Protocol as TypingProtocol
 
+from mrqart.headers.phi import initials
 from mrqart.rules.check import (
     DEFAULT_RULES,
     NULL,
@@ -327,6 +328,18 @@ class Report:
     period: Period
     projects: tuple[ProjectReport, ...]
     counts: Counts
+
+    def with_phi(self, mode: str) -> Report:
+        """The report with each session's subject shown as ``mode`` says (see
+        ``mrqart.headers.phi``): ``show``, ``initials`` ("D.J."), ``hide`` (blank)."""
+        if mode == "show":
+            return self
+
+        def masked(s: SessionReport) -> SessionReport:
+            return replace(s, subject=initials(s.subject) if mode == "initials" else "")
+
+        return replace(self, projects=tuple(
+            replace(p, sessions=tuple(masked(s) for s in p.sessions)) for p in self.projects))
 
     def to_json(self) -> dict[str, Any]:
         """The whole report as JSON-native values (what ``--format json`` prints)."""
