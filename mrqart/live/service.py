@@ -72,6 +72,10 @@ MESSAGE_BUFFER = 256
 #: the probe ends as soon as an echo number comes round again: one extra read for a
 #: single-echo series.
 ECHO_PROBE_FILES = 8
+#: Files of a new series read before a repeated echo ends the probe: a burst reordered by
+#: the watcher can deliver echo 1 twice before echo 2 (two extra reads per single-echo
+#: series, once per series).
+ECHO_PROBE_MIN_FILES = 3
 #: Longest the live path waits for a store read (once per station x sequence: the
 #: software of its last series); past it the verdict goes out without that note.
 STORE_PATIENCE = 0.25
@@ -301,8 +305,11 @@ class Pipeline:
             echoes[number] = header.get("TE")
             if len(echoes) < ECHO_PROBE_FILES:
                 return
-        elif _echo_gap(echoes) and self.state.get(key).n_files < 2 * ECHO_PROBE_FILES:
-            return  # a lower echo is still on its way: the watcher may reorder a burst
+        elif (_echo_gap(echoes) or self.state.get(key).n_files < ECHO_PROBE_MIN_FILES) \
+                and self.state.get(key).n_files < 2 * ECHO_PROBE_FILES:
+            # an echo is still on its way: the watcher may reorder a burst, so a repeated
+            # echo among the first few files does not yet mean all echoes were seen
+            return
         del self._echo_probe[key]
         times = [t for t in echoes.values() if isinstance(t, float)]
         if len(times) > 1:
